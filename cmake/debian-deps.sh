@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what grpo's build, tests and CLI need on a fresh Debian 12 machine (run as root, or
+# with sudo available). Safe to run again: it skips packages already present.
+set -euo pipefail
+
+packages=(cmake ninja-build g++ catch2 libcli11-dev python3 python3-numpy)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo_cmd=()
+  [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The interop test drives the CLI from Python with numpy. Debian's python3-numpy serves
+# /usr/bin/python3; a python3 earlier on PATH (pyenv, venv) gets numpy from PyPI.
+if ! python3 -c "import numpy" 2>/dev/null; then
+  python3 -m pip install --quiet numpy || echo "note: numpy unavailable for $(command -v python3); the interop test will be skipped"
+fi
