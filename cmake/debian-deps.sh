@@ -3,7 +3,7 @@
 # with sudo available). Safe to run again: it skips packages already present.
 set -euo pipefail
 
-packages=(cmake ninja-build g++ catch2 libcli11-dev python3 python3-numpy)
+packages=(cmake ninja-build g++ catch2 libcli11-dev python3 python3-numpy python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,4 +19,12 @@ fi
 # /usr/bin/python3; a python3 earlier on PATH (pyenv, venv) gets numpy from PyPI.
 if ! python3 -c "import numpy" 2>/dev/null; then
   python3 -m pip install --quiet numpy || echo "note: numpy unavailable for $(command -v python3); the interop test will be skipped"
+fi
+
+# Conan 2 (for the packaging test) lives in its own virtual environment, away from the system's
+# Python; CMake finds it there.
+tools="${HOME}/.cache/grpo-tools"
+if [[ ! -x "${tools}/bin/conan" ]]; then
+  python3 -m venv "${tools}" && "${tools}/bin/pip" install --quiet "conan>=2,<3" ||
+    echo "note: conan could not be installed; the Conan packaging test will not be registered"
 fi

@@ -1,0 +1,1 @@
+. "/work/main/conan/test_package/build/gcc-12-x86_64-20-release/generators/deactivate_conanrunenv-release-x86_64.sh"

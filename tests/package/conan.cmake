@@ -1,0 +1,13 @@
+# Runs `conan create` on conan/ offline, with a Conan home inside the build tree so the user's own
+# Conan configuration is never touched; the recipe's test_package builds and runs a consumer.
+#   cmake -DGRPO_SOURCE_DIR=<src> -DWORK_DIR=<scratch> -DCONAN=<conan executable> -P conan.cmake
+cmake_minimum_required(VERSION 3.25)
+file(REMOVE_RECURSE ${WORK_DIR})
+set(ENV{CONAN_HOME} ${WORK_DIR}/conan-home)
+foreach(step "profile;detect;--force"
+             "create;${GRPO_SOURCE_DIR}/conan;--no-remote;--build=missing;-s;compiler.cppstd=20")
+  execute_process(COMMAND ${CONAN} ${step} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "conan ${step} failed (${rc}):\n${out}\n${err}")
+  endif()
+endforeach()

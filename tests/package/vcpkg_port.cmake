@@ -1,0 +1,90 @@
+# Validates the vcpkg overlay port without the vcpkg tool (which cannot be installed here): runs
+# portfile.cmake with minimal stand-ins for the vcpkg helper functions it calls, checks the layout
+# it installs, and builds the consumer project against that layout. What this does not test: the
+# real vcpkg helpers' behaviour, manifest resolution and feature dependencies (see the README).
+#   cmake -DGRPO_SOURCE_DIR=<src> -DWORK_DIR=<scratch> [-DFEATURES=torch;cuda] -P vcpkg_port.cmake
+cmake_minimum_required(VERSION 3.25)
+file(REMOVE_RECURSE ${WORK_DIR})
+set(port_dir ${GRPO_SOURCE_DIR}/cmake/vcpkg/ports/grpo)
+set(CURRENT_PACKAGES_DIR ${WORK_DIR}/packages)
+set(CURRENT_BUILDTREES_DIR ${WORK_DIR}/buildtrees)
+set(PORT grpo)
+set(FEATURES core ${FEATURES})
+
+function(run)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "command failed (${rc}): ${ARGN}\n${out}\n${err}")
+  endif()
+endfunction()
+
+# Stand-ins, following the documented contracts of vcpkg's helpers.
+function(vcpkg_check_features)
+  cmake_parse_arguments(arg "" "OUT_FEATURE_OPTIONS" "FEATURES" ${ARGN})
+  set(options)
+  list(LENGTH arg_FEATURES n)
+  math(EXPR last "${n} - 1")
+  foreach(i RANGE 0 ${last} 2)
+    math(EXPR j "${i} + 1")
+    list(GET arg_FEATURES ${i} feature)
+    list(GET arg_FEATURES ${j} variable)
+    if(feature IN_LIST FEATURES)
+      list(APPEND options -D${variable}=ON)
+    else()
+      list(APPEND options -D${variable}=OFF)
+    endif()
+  endforeach()
+  set(${arg_OUT_FEATURE_OPTIONS} ${options} PARENT_SCOPE)
+endfunction()
+function(vcpkg_cmake_configure)
+  cmake_parse_arguments(arg "" "SOURCE_PATH" "OPTIONS" ${ARGN})
+  run(${CMAKE_COMMAND} -S ${arg_SOURCE_PATH} -B ${CURRENT_BUILDTREES_DIR}/rel -DCMAKE_BUILD_TYPE=Release
+      -DCMAKE_INSTALL_PREFIX=${CURRENT_PACKAGES_DIR} ${arg_OPTIONS})
+endfunction()
+function(vcpkg_cmake_install)
+  run(${CMAKE_COMMAND} --build ${CURRENT_BUILDTREES_DIR}/rel --target install)
+endfunction()
+function(vcpkg_cmake_config_fixup)
+  cmake_parse_arguments(arg "" "PACKAGE_NAME;CONFIG_PATH" "" ${ARGN})
+  if(NOT arg_CONFIG_PATH STREQUAL "share/${arg_PACKAGE_NAME}")
+    file(MAKE_DIRECTORY ${CURRENT_PACKAGES_DIR}/share)
+    file(RENAME ${CURRENT_PACKAGES_DIR}/${arg_CONFIG_PATH} ${CURRENT_PACKAGES_DIR}/share/${arg_PACKAGE_NAME})
+  endif()
+endfunction()
+function(vcpkg_install_copyright)
+  cmake_parse_arguments(arg "" "" "FILE_LIST" ${ARGN})
+  file(MAKE_DIRECTORY ${CURRENT_PACKAGES_DIR}/share/${PORT})
+  file(COPY_FILE ${arg_FILE_LIST} ${CURRENT_PACKAGES_DIR}/share/${PORT}/copyright)
+endfunction()
+
+# The manifest must be valid JSON with the name, version and the two features.
+file(READ ${port_dir}/vcpkg.json manifest)
+string(JSON name GET "${manifest}" name)
+string(JSON version GET "${manifest}" version-semver)
+string(JSON torch_description GET "${manifest}" features torch description)
+string(JSON cuda_description GET "${manifest}" features cuda description)
+file(READ ${GRPO_SOURCE_DIR}/CMakeLists.txt top)
+string(REGEX MATCH "project\\(grpo VERSION ([0-9.]+)" _ "${top}")
+if(NOT name STREQUAL "grpo" OR NOT version STREQUAL CMAKE_MATCH_1)
+  message(FATAL_ERROR "vcpkg.json: name '${name}' version '${version}' (project version ${CMAKE_MATCH_1})")
+endif()
+
+include(${port_dir}/portfile.cmake)
+
+foreach(required include/grpo/grpo.hpp share/grpo/grpo-config.cmake share/grpo/grpo-config-version.cmake
+                 share/grpo/grpoTargets.cmake share/grpo/copyright)
+  if(NOT EXISTS ${CURRENT_PACKAGES_DIR}/${required})
+    message(FATAL_ERROR "the port did not install ${required}")
+  endif()
+endforeach()
+foreach(forbidden lib debug)
+  if(EXISTS ${CURRENT_PACKAGES_DIR}/${forbidden})
+    message(FATAL_ERROR "a header-only port must not install ${forbidden}/")
+  endif()
+endforeach()
+
+# vcpkg puts every port's files under one prefix; find_package searches <prefix>/share/grpo.
+run(${CMAKE_COMMAND} -S ${GRPO_SOURCE_DIR}/tests/package/consumer -B ${WORK_DIR}/consumer-build
+    -DCMAKE_PREFIX_PATH=${CURRENT_PACKAGES_DIR})
+run(${CMAKE_COMMAND} --build ${WORK_DIR}/consumer-build)
+run(${WORK_DIR}/consumer-build/consumer)
