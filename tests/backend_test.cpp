@@ -182,3 +182,19 @@ TEST_CASE("reference backend: sparse forward KL equals the dense one on the full
   require_close(download(ref{}, sparse), download(ref{}, dense), 1e-14, 1e-12);
   require_close(download(ref{}, sparse_grad), download(ref{}, dense_grad), 1e-14, 1e-12);
 }
+
+TEST_CASE("reference backend: -inf logits are masked-out entries with probability 0", "[backend][logits][edge]") {
+  // z = (-inf, 0, ln 3): p = (0, 1/4, 3/4).
+  const auto z = mat(1, 3, {-INFINITY, 0.0, std::log(3.0)});
+  const auto stats = row_softmax_stats(ref{}, z.raw(), ids({2}).raw(), 1.0);
+  require_close(download(ref{}, stats.lse), {std::log(4.0)}, 1e-15, 1e-14);
+  require_close(download(ref{}, stats.logprob), {std::log(0.75)}, 1e-15, 1e-14);
+  require_close(download(ref{}, stats.entropy), {-(0.25 * std::log(0.25) + 0.75 * std::log(0.75))}, 1e-15, 1e-14);
+  // A teacher log-prob of -inf (probability 0) adds nothing to the sparse forward KL.
+  reference_tensor<double> grad;
+  const auto loss = row_sparse_forward_kl(ref{}, mat(1, 2, {0.0, 0.0}).raw(),
+                                          make_index(ref{}, std::vector<std::int64_t>{0, 1}, shape::matrix(1, 2)).raw(),
+                                          mat(1, 2, {0.0, -INFINITY}).raw(), 1.0, vec({1.0}).raw(), grad);
+  require_close(download(ref{}, loss), {std::log(2.0)}, 1e-15, 1e-14);
+  require_close(download(ref{}, grad), {-0.5, 0.5}, 1e-15, 1e-14);
+}

@@ -127,8 +127,10 @@ concept logits_backend =
              const typename B::index_type& idx, double x) {
       // {lse, entropy, logprob} per row of softmax(x * t) with targets idx.
       { row_softmax_stats(b, t, idx, x) } -> std::same_as<softmax_row_stats<typename B::tensor_type>>;
-      // Writes d/dz of sum_n (g_logprob[n] logprob[n] + g_entropy[n] entropy[n]) into out [N,V];
-      // out may be the logits tensor itself (the gradient then overwrites the logits in place).
+      // Every primitive below writing `out` [N,V]: out is written in place when it already has the
+      // logits' shape (otherwise the backend allocates it), and it may be the (student) logits
+      // tensor itself, the gradient then overwriting the logits with no N x V temporary.
+      // Writes d/dz of sum_n (g_logprob[n] logprob[n] + g_entropy[n] entropy[n]) into out [N,V].
       // Arguments: logits, ids, inverse temperature, lse, entropy, g_logprob, g_entropy, out.
       { row_softmax_backward(b, t, idx, x, t, t, t, t, out) } -> std::same_as<void>;
       // Per-row divergence of (student, teacher, inverse temperature, beta) and its gradient with

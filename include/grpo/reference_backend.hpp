@@ -273,6 +273,7 @@ double row_logsumexp(const Row& row) {
   double max = -INFINITY, total = 0.0;
   for (std::int64_t v = 0; v < row.size; ++v) {
     const double x = row[v];
+    if (x == -INFINITY) continue;  // a masked-out entry: probability 0, and exp(-inf - -inf) would be NaN
     if (x > max) {
       total = total * std::exp(max - x) + 1.0;
       max = x;
@@ -280,7 +281,15 @@ double row_logsumexp(const Row& row) {
       total += std::exp(x - max);
     }
   }
-  return max + std::log(total);
+  return max == -INFINITY ? -INFINITY : max + std::log(total);
+}
+
+// `out` of a row primitive: written in place when it already has the logits' shape (it may be
+// the logits tensor itself), otherwise allocated.
+template <class T>
+void prepare_output(reference_tensor<T>& out, const shape& s) {
+  if (out.shape != s || out.data.size() != static_cast<std::size_t>(s.numel()))
+    out = reference_tensor<T>{s, std::vector<T>(static_cast<std::size_t>(s.numel()))};
 }
 
 template <class T>
@@ -308,7 +317,7 @@ softmax_row_stats<reference_tensor<T>> row_softmax_stats(const reference_backend
     double entropy_n = 0.0;
     for (std::int64_t v = 0; v < vocab; ++v) {
       const double log_p = row[v] - l;
-      entropy_n -= std::exp(log_p) * log_p;
+      if (log_p > -INFINITY) entropy_n -= std::exp(log_p) * log_p;
     }
     const auto id = ids.data[static_cast<std::size_t>(n)];
     detail::check_index(id, vocab, "row_softmax_stats");
@@ -334,9 +343,7 @@ void row_softmax_backward(const reference_backend<T>&, const reference_tensor<T>
                " vs logits ", to_string(z.shape));
   GRPO_CHECK(ids.shape == shape::vector(rows), shape_error, "row_softmax_backward: ids ", to_string(ids.shape),
              " vs logits ", to_string(z.shape));
-  if (&out != &z) out = reference_tensor<T>{z.shape, std::vector<T>(z.data.size())};
-  GRPO_CHECK(out.shape == z.shape, shape_error, "row_softmax_backward: out ", to_string(out.shape), " vs logits ",
-             to_string(z.shape));
+  detail::prepare_output(out, z.shape);
   for (std::int64_t n = 0; n < rows; ++n) {
     const auto r = static_cast<std::size_t>(n);
     const double l = lse.data[r], h = entropy.data[r], gl = g_logprob.data[r], ge = g_entropy.data[r];
@@ -346,7 +353,7 @@ void row_softmax_backward(const reference_backend<T>&, const reference_tensor<T>
       const double log_p = inv_temperature * static_cast<double>(z.data[i]) - l;
       const double p = std::exp(log_p);
       // d log p[id] / d(s z_v) = 1[v = id] - p_v;  d H / d(s z_v) = -p_v (log p_v + H).
-      const double d = gl * ((v == id ? 1.0 : 0.0) - p) - ge * p * (log_p + h);
+      const double d = gl * ((v == id ? 1.0 : 0.0) - p) - (p > 0.0 ? ge * p * (log_p + h) : 0.0);
       out.data[i] = static_cast<T>(inv_temperature * d);
     }
   }
@@ -362,7 +369,7 @@ reference_tensor<T> row_divergence(const reference_backend<T>&, const reference_
   GRPO_CHECK(weight.shape == shape::vector(rows), shape_error, "row_divergence: weight ", to_string(weight.shape),
              " vs logits ", to_string(student.shape));
   GRPO_CHECK(beta >= 0.0 && beta <= 1.0, config_error, "row_divergence: beta must be in [0, 1], got ", beta);
-  if (&out != &student) out = reference_tensor<T>{student.shape, std::vector<T>(student.data.size())};
+  detail::prepare_output(out, student.shape);
   std::vector<double> loss(static_cast<std::size_t>(rows));
   std::vector<double> dlogq(static_cast<std::size_t>(vocab));
   for (std::int64_t n = 0; n < rows; ++n) {
@@ -381,14 +388,17 @@ reference_tensor<T> row_divergence(const reference_backend<T>&, const reference_
         d = -p;
       } else if (beta == 1.0) {  // KL(Q||P) = sum q (log q - log p)
         term = q > 0.0 ? q * (log_q - log_p) : 0.0;
-        d = q * (log_q - log_p) + q;
+        d = q > 0.0 ? q * (log_q - log_p) + q : 0.0;
+      } else if (p == 0.0 && q == 0.0) {  // an entry both distributions exclude
+        term = 0.0;
+        d = 0.0;
       } else {  // beta KL(P||M) + (1-beta) KL(Q||M), log m by log-sum-exp of the two weighted terms
         const double a = std::log(beta) + log_p, b = std::log1p(-beta) + log_q;
         const double hi = std::max(a, b);
         const double log_m = hi + std::log(std::exp(a - hi) + std::exp(b - hi));
         term = (p > 0.0 ? beta * p * (log_p - log_m) : 0.0) + (q > 0.0 ? (1.0 - beta) * q * (log_q - log_m) : 0.0);
         // d/dlogq of (1-beta) q (log q - log m) + beta p (log p - log m), with dm/dlogq = (1-beta) q:
-        d = (1.0 - beta) * q * (log_q - log_m);
+        d = q > 0.0 ? (1.0 - beta) * q * (log_q - log_m) : 0.0;
       }
       total += term;
       dlogq[static_cast<std::size_t>(v)] = d;
@@ -419,7 +429,7 @@ reference_tensor<T> row_sparse_forward_kl(const reference_backend<T>&, const ref
   GRPO_CHECK(weight.shape == shape::vector(rows), shape_error, "row_sparse_forward_kl: weight ",
              to_string(weight.shape), " vs logits ", to_string(student.shape));
   const auto k = teacher_ids.shape.dims[1];
-  if (&out != &student) out = reference_tensor<T>{student.shape, std::vector<T>(student.data.size())};
+  detail::prepare_output(out, student.shape);
   std::vector<double> loss(static_cast<std::size_t>(rows));
   for (std::int64_t n = 0; n < rows; ++n) {
     const detail::scaled_row<T> zs{student.data.data() + n * vocab, vocab, inv_temperature};
@@ -433,7 +443,7 @@ reference_tensor<T> row_sparse_forward_kl(const reference_backend<T>&, const ref
       detail::check_index(id, vocab, "row_sparse_forward_kl");
       const double log_p = teacher_logprobs.data[i], p = std::exp(log_p);
       mass += p;
-      total += p * (log_p - (zs[id] - lse_s));
+      if (p > 0.0) total += p * (log_p - (zs[id] - lse_s));
     }
     loss[static_cast<std::size_t>(n)] = total;
     for (std::int64_t v = 0; v < vocab; ++v)
