@@ -20,6 +20,8 @@ namespace grpo::detail::json {
 
 enum class kind { null, boolean, number, string, array, object };
 
+struct member;
+
 /// One JSON value. `text` holds a string's decoded UTF-8 or a number's literal source text.
 /// Object members keep their source order; duplicate keys are rejected while parsing.
 struct value {
@@ -27,7 +29,12 @@ struct value {
   bool boolean = false;
   std::string text;
   std::vector<value> items;
-  std::vector<std::pair<std::string, value>> members;
+  std::vector<member> members;
+};
+
+struct member {
+  std::string key;
+  json::value value;
 };
 
 inline std::string_view kind_name(kind k) {
@@ -170,8 +177,8 @@ class parser {
       if (at_end() || peek() != '"') fail_at("expected a string key");
       const std::size_t key_pos = pos_;
       std::string key = parse_string();
-      for (const auto& member : v.members)
-        if (member.first == key) {
+      for (const auto& m : v.members)
+        if (m.key == key) {
           pos_ = key_pos;
           fail_at(concat("duplicate key \"", key, "\""));
         }
@@ -179,7 +186,7 @@ class parser {
       expect(':');
       skip_whitespace();
       value item = parse_value(depth);
-      v.members.emplace_back(std::move(key), std::move(item));
+      v.members.push_back({std::move(key), std::move(item)});
       skip_whitespace();
       if (at_end()) fail_at("unexpected end of input in an object");
       if (peek() == '}') {
