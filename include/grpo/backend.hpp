@@ -125,7 +125,10 @@ concept logits_backend =
     tensor_backend<B> &&
     requires(const B& b, const typename B::tensor_type& t, typename B::tensor_type& out,
              const typename B::index_type& idx, double x) {
-      // {lse, entropy, logprob} per row of softmax(x * t) with targets idx.
+      // {lse, entropy, logprob} per row of softmax(x * t) with targets idx. A row holding NaN or
+      // +-Inf must give a non-finite lse at x = 0 (0 * Inf = NaN must propagate, so no NaN-skipping
+      // max): that is how the algorithms validate logits with O(N) memory. -inf entries have
+      // probability 0; a row that is -inf everywhere is unspecified.
       { row_softmax_stats(b, t, idx, x) } -> std::same_as<softmax_row_stats<typename B::tensor_type>>;
       // Every primitive below writing `out` [N,V]: out is written in place when it already has the
       // logits' shape (otherwise the backend allocates it), and it may be the (student) logits

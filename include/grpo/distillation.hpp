@@ -9,7 +9,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <set>
 #include <utility>
 #include <vector>
@@ -166,10 +165,10 @@ distillation_result<B> topk_distillation_loss(const tensor<B>& student_logits, c
   detail::expect_finite_logits(student_logits, "student_logits");
 
   const auto& b = student_logits.backend();
-  // -Inf (probability 0) becomes the most negative float, whose exp is exactly 0 in float and
-  // double alike: p log p and the gradient term p 1[v = id] are then 0 instead of 0 * Inf = NaN.
-  auto log_p =
-      where(is_finite(teacher_logprobs), teacher_logprobs, -static_cast<double>(std::numeric_limits<float>::max()));
+  // -Inf (probability 0) becomes -1e30, whose exp is exactly 0 and which stays finite in every
+  // storage type down to bf16 (where -FLT_MAX would round back to -Inf): p log p and the gradient
+  // term p 1[v = id] are then 0 instead of 0 * Inf = NaN on any backend.
+  auto log_p = where(is_finite(teacher_logprobs), teacher_logprobs, -1e30);
   if (renormalize) {
     // The row-wise log-sum-exp of the [N, K] log-probs, stable by the primitive's running maximum.
     const auto first = make_index(b, std::vector<std::int64_t>(static_cast<std::size_t>(rows), 0), shape::vector(rows));
