@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Installs what grpo's build, tests and CLI need on a fresh Debian 12 machine (run as root, or
 # with sudo available). Safe to run again: it skips packages already present.
+#   bash cmake/debian-deps.sh              the core, the CLI and the training job
+#   bash cmake/debian-deps.sh --backends   also the backends' dependencies (LibTorch, Thrust)
 set -euo pipefail
 
-packages=(cmake ninja-build g++ catch2 libcli11-dev python3 python3-numpy python3-venv)
+packages=(cmake ninja-build g++ catch2 libcli11-dev python3 python3-numpy python3-venv python3-matplotlib)
+if [[ "${1:-}" == "--backends" ]]; then
+  packages+=(libtorch-dev libthrust-dev libcub-dev)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -22,6 +22,9 @@
 //     shift_left(b, [R,C]) -> [R,C]                out[r][c] = t[r][c+1], last column 0
 //     reverse_scan_rows(b, x [R,C], decay [R,C])   y[c] = x[c] + decay[c] * y[c+1], y[C] = 0
 //   Reductions accumulate in double whatever the storage type.
+//   Optional: stop_gradient(b, t) -> tensor, the values of t as a constant of differentiation, for
+//   backends whose operations are differentiated (LibTorch: detach); algorithms use it where a
+//   formula holds a differentiable input constant, and the identity when a backend lacks it.
 // }
 //
 // concept logits_backend<B> refines it with the row-wise softmax primitives that need one pass

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <optional>
 #include <utility>
@@ -139,6 +140,21 @@ void validate_policy_loss(const policy_loss_inputs<B>& in, const policy_loss_opt
   if (in.entropy) expect_finite(*in.entropy, "entropy");
 }
 
+/// The values of x as a constant of differentiation: the backend's optional stop_gradient hook
+/// (LibTorch: detach) where it has one, x itself where nothing differentiates through the ops.
+/// Without it, autograd of the composite loss would see old = logp and a ratio gradient of 0
+/// where the analytic gradient (and TRL's exp(logp - logp.detach())) has 1.
+template <tensor_backend B>
+tensor<B> held_constant(const tensor<B>& x) {
+  if constexpr (requires(const B& b, const typename B::tensor_type& t) {
+                  { stop_gradient(b, t) } -> std::same_as<typename B::tensor_type>;
+                }) {
+    return {x.backend(), stop_gradient(x.backend(), x.raw())};
+  } else {
+    return x;
+  }
+}
+
 /// exp(clamp(x, -bound, bound)) and d/dx of the clamp: 1 on the closed interval, 0 outside.
 template <tensor_backend B>
 struct bounded_exp {
@@ -192,7 +208,7 @@ policy_loss_result<B> policy_loss(const policy_loss_inputs<B>& inputs, const pol
   detail::validate_policy_loss(inputs, options, denominators);
   const auto& logp = inputs.logprobs;
   const auto& mask = inputs.mask;
-  const auto& old = inputs.old_logprobs ? *inputs.old_logprobs : logp;
+  const auto old = inputs.old_logprobs ? *inputs.old_logprobs : detail::held_constant(logp);
   const std::int64_t cols = logp.shape().dims[1];
   const double bound = options.log_ratio_bound;
   const auto adv = inputs.advantages.shape().rank == 1 ? expand_rows(inputs.advantages, cols) : inputs.advantages;

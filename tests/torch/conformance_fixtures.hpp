@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: Apache-2.0
+// Fixtures of the conformance suite for the LibTorch backend, parameterised by device, with their tolerances and
+// why each is what it is. The suite compares every output with the oracle reference_backend<double>.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/util/BFloat16.h>
+
+#include "grpo/libtorch/backend.hpp"
+
+namespace grpo::testing {
+
+struct cpu_device {
+  static at::Device device() { return at::kCPU; }
+  static constexpr const char* fp64 = "libtorch fp64 on CPU";
+  static constexpr const char* fp32 = "libtorch fp32 on CPU";
+  static constexpr const char* bf16 = "libtorch bf16 on CPU";
+};
+
+struct cuda_device {
+  static at::Device device() { return {at::kCUDA, 0}; }
+  static constexpr const char* fp64 = "libtorch fp64 on CUDA";
+  static constexpr const char* fp32 = "libtorch fp32 on CUDA";
+  static constexpr const char* bf16 = "libtorch bf16 on CUDA";
+};
+
+template <class Device>
+libtorch::backend make_torch_backend(at::ScalarType dtype) {
+  libtorch::backend b;
+  b.device = Device::device();
+  b.dtype = dtype;
+  return b;
+}
+
+/// fp64 storage: the same formulas as the reference in double, but torch's own summation order (vectorized,
+/// pairwise) and its vectorized exp/log (within 1 ulp, not always the same ulp as libm): about 1e-15 relative per
+/// step, a few orders of magnitude more through cancellation (centring, r - 1). 1e-10 is far above that and far
+/// below any formula mistake. Logits of magnitude 1e4 keep high precision: the row primitives compute in double.
+template <class Device>
+struct torch_double_fixture {
+  using backend_type = libtorch::backend;
+  static backend_type make() { return make_torch_backend<Device>(at::kDouble); }
+  static constexpr double rtol = 1e-10, atol = 1e-10;
+  static constexpr const char* name = Device::fp64;
+};
+
+/// fp32 storage: every elementwise step rounds to float (relative 6e-8) while reductions accumulate in double, as
+/// reference_backend<float> does, so the same budget: 1e-5 relative, 1e-6 absolute for outputs that cancel to
+/// about 0. Inputs are rounded to float first (quantize) so input rounding is not counted. The row primitives
+/// compute in double but return the log-sum-exp in float: at logits of 1e4 its rounding, up to 5e-4, reaches the
+/// backward's probabilities whole, hence high_precision = false (the suite's large-logits atol, 1e-2).
+template <class Device>
+struct torch_float_fixture {
+  using backend_type = libtorch::backend;
+  static backend_type make() { return make_torch_backend<Device>(at::kFloat); }
+  static constexpr double rtol = 1e-5, atol = 1e-6;
+  static constexpr bool high_precision = false;
+  static double quantize(double x) { return static_cast<double>(static_cast<float>(x)); }
+  static constexpr const char* name = Device::fp32;
+};
+
+/// bf16 inputs: uploads are stored in bf16 (8 significant bits) and every operation promotes them to fp32, so once
+/// the inputs are rounded to bf16 for both backends (quantize) the arithmetic is the fp32 fixture's. One output is
+/// stored in bf16 itself: a gradient written in place over bf16 logits, rounded to at most 2^-8 relative (half the
+/// spacing of 8 significant bits). The suite has one tolerance per fixture, so rtol is that rounding; everything
+/// else is also checked at fp32's 1e-5 by torch_float_fixture, which runs the same fp32 arithmetic.
+template <class Device>
+struct torch_bf16_fixture {
+  using backend_type = libtorch::backend;
+  static backend_type make() { return make_torch_backend<Device>(at::kBFloat16); }
+  static constexpr double rtol = 1.0 / 256, atol = 1e-6;
+  static constexpr bool high_precision = false;
+  static double quantize(double x) {
+    return static_cast<double>(static_cast<float>(c10::BFloat16(static_cast<float>(x))));
+  }
+  static constexpr const char* name = Device::bf16;
+};
+
+}  // namespace grpo::testing
