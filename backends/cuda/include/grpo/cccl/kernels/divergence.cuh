@@ -1,0 +1,166 @@
+// SPDX-License-Identifier: Apache-2.0
+// grpo/cccl/kernels/divergence.cuh: fused distillation kernels on student logits [N, V] (nvcc only), loss and
+// gradient together, one block per row, nothing N x V allocated, the gradient allowed to overwrite the student:
+//   dense: D_beta(P || Q), P = softmax(s zt), Q = softmax(s zs): beta = 0 KL(P||Q), beta = 1 KL(Q||P), else
+//          the generalized JSD (Agarwal et al. 2024, GKD, Eq. 1); three passes (both lse, loss, gradient)
+//   sparse: sum_j p_j (log p_j - log q_{id_j}) over a teacher's K (id, log-prob) pairs per row (two passes)
+// The formulas of backend.hpp's row_divergence and row_sparse_forward_kl; fp32 accumulation (fp64 for fp64).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <climits>
+#include <cstdint>
+
+#include "grpo/cccl/config.hpp"
+#include "grpo/cccl/device_error.hpp"
+#include "grpo/cccl/kernels/common.cuh"
+
+namespace grpo::cccl {
+inline namespace GRPO_CCCL_SYSTEM_NAMESPACE {
+namespace kernels {
+
+namespace detail {
+
+/// One entry's loss term and d term / d log q (rows.hpp's divergence_entry in the accumulation type).
+template <class A>
+__device__ void divergence_entry(A beta, A log_beta, A log_one_minus_beta, A log_p, A log_q, A& term, A& d) {
+  const A q = exp_of(log_q), p = exp_of(log_p);
+  if (beta == A(0)) {
+    term = p > A(0) ? p * (log_p - log_q) : A(0);
+    d = -p;
+  } else if (beta == A(1)) {
+    term = q > A(0) ? q * (log_q - log_p) : A(0);
+    d = q > A(0) ? q * (log_q - log_p) + q : A(0);
+  } else if (p == A(0) && q == A(0)) {
+    term = A(0);
+    d = A(0);
+  } else {
+    const A a = log_beta + log_p, b = log_one_minus_beta + log_q;
+    const A hi = a > b ? a : b;
+    const A log_m = hi + log_of(exp_of(a - hi) + exp_of(b - hi));
+    term = (p > A(0) ? beta * p * (log_p - log_m) : A(0)) + (q > A(0) ? (A(1) - beta) * q * (log_q - log_m) : A(0));
+    d = q > A(0) ? (A(1) - beta) * q * (log_q - log_m) : A(0);
+  }
+}
+
+template <class A>
+__device__ A lse_of(const softmax_state<A>& s) {
+  return s.max + log_of(s.sum);  // sum 0 (every entry -inf): -inf
+}
+
+template <class In, class Out>
+__global__ void divergence_kernel(const In* student, const In* teacher, std::int64_t vocab, accumulator_t<In> scale,
+                                  accumulator_t<In> beta, const Out* weight, Out* loss, In* out) {
+  using A = accumulator_t<In>;
+  const std::int64_t n = blockIdx.x;
+  const In* zs = student + n * vocab;
+  const In* zt = teacher + n * vocab;
+  softmax_state<A> s = empty_softmax_state<A>(), t = empty_softmax_state<A>();
+  for_rows(zs, zt, vocab, [&](std::int64_t, A a, A b) {
+    add_logit(s, scale * a);
+    add_logit(t, scale * b);
+  });
+  s = block_all_reduce(s, merge_softmax<A>{}, empty_softmax_state<A>());
+  t = block_all_reduce(t, merge_softmax<A>{}, empty_softmax_state<A>());
+  const A lse_s = lse_of(s), lse_t = lse_of(t);
+  const A log_beta = log_of(beta), log_one_minus_beta = log1p_of(-beta);
+  sums<A> partial{A(0), A(0), A(0)};  // x: loss, y: sum_v dlogq_v
+  for_rows(zs, zt, vocab, [&](std::int64_t, A a, A b) {
+    A term, d;
+    divergence_entry(beta, log_beta, log_one_minus_beta, scale * b - lse_t, scale * a - lse_s, term, d);
+    partial.x += term;
+    partial.y += d;
+  });
+  const sums<A> total = block_all_reduce(partial, add_sums<A>{}, sums<A>{A(0), A(0), A(0)});
+  const A w = static_cast<A>(weight[n]);
+  map_rows(zs, zt, out + n * vocab, vocab, [&](std::int64_t, A a, A b) {
+    const A log_q = scale * a - lse_s;
+    A term, d;
+    divergence_entry(beta, log_beta, log_one_minus_beta, scale * b - lse_t, log_q, term, d);
+    return w * scale * (d - exp_of(log_q) * total.y);
+  });
+  if (threadIdx.x == 0) loss[n] = static_cast<Out>(total.x);
+}
+
+template <class In, class Out>
+__global__ void sparse_forward_kl_kernel(const In* student, const std::int64_t* teacher_ids,
+                                         const Out* teacher_logprobs, std::int64_t vocab, std::int64_t k,
+                                         accumulator_t<In> scale, const Out* weight, Out* loss, In* out,
+                                         std::int64_t* error_slot) {
+  using A = accumulator_t<In>;
+  const std::int64_t n = blockIdx.x;
+  const In* zs = student + n * vocab;
+  In* g = out + n * vocab;
+  const std::int64_t* ids = teacher_ids + n * k;
+  const Out* logp = teacher_logprobs + n * k;
+  softmax_state<A> s = empty_softmax_state<A>();
+  for_row(zs, vocab, [&](std::int64_t, A a) { add_logit(s, scale * a); });
+  s = block_all_reduce(s, merge_softmax<A>{}, empty_softmax_state<A>());
+  const A lse_s = lse_of(s);
+  sums<A> partial{A(0), A(0), A(0)};  // x: teacher mass sum_j p_j, y: loss, z: ids out of range
+  for (std::int64_t j = threadIdx.x; j < k; j += blockDim.x) {
+    const std::int64_t id = ids[j];
+    if (id < 0 || id >= vocab) {
+      grpo::cccl::detail::report_index_error(error_slot, grpo::cccl::detail::device_error_row_sparse_forward_kl, id,
+                                             vocab);
+      partial.z += A(1);
+      continue;
+    }
+    const A log_p = static_cast<A>(logp[j]), p = exp_of(log_p);
+    partial.x += p;
+    if (p > A(0)) partial.y += p * (log_p - (scale * to_accumulator(zs[id]) - lse_s));
+  }
+  // The reduction's barriers also order the reads of zs[id] above before the writes to g below (g may be zs).
+  const sums<A> total = block_all_reduce(partial, add_sums<A>{}, sums<A>{A(0), A(0), A(0)});
+  const A w = static_cast<A>(weight[n]);
+  map_row(zs, g, vocab, [&](std::int64_t, A a) { return w * scale * total.x * exp_of(scale * a - lse_s); });
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+  // Sequentially, so that repeated ids subtract one after the other.
+  for (std::int64_t j = 0; j < k; ++j) {
+    const std::int64_t id = ids[j];
+    if (id < 0 || id >= vocab) continue;
+    g[id] = from_accumulator<In>(to_accumulator(g[id]) - w * scale * exp_of(static_cast<A>(logp[j])));
+  }
+  loss[n] = total.z > A(0) ? static_cast<Out>(NAN) : static_cast<Out>(total.y);
+}
+
+}  // namespace detail
+
+/// loss [rows] = D_beta(softmax(s teacher) || softmax(s student)) per row, and out [rows, vocab] =
+/// weight[n] d loss[n] / d student[n] (out may equal student). beta in [0, 1] (not checked here).
+/// Asynchronous on `stream`. Returns cudaErrorInvalidValue for vocab < 1 or rows >= 2^31.
+template <class In, class Out>
+[[nodiscard]] cudaError_t divergence(const In* student, const In* teacher, std::int64_t rows, std::int64_t vocab,
+                                     double inv_temperature, double beta, const Out* weight, Out* loss, In* out,
+                                     cudaStream_t stream) {
+  if (vocab < 1 || rows < 0 || rows > INT_MAX) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaSuccess;
+  using A = detail::accumulator_t<In>;
+  const unsigned threads = detail::block_threads(vocab, static_cast<int>(16 / sizeof(In)));
+  detail::divergence_kernel<In, Out><<<static_cast<unsigned>(rows), threads, 0, stream>>>(
+      student, teacher, vocab, static_cast<A>(inv_temperature), static_cast<A>(beta), weight, loss, out);
+  return cudaGetLastError();
+}
+
+/// Sparse forward KL: teacher_ids and teacher_logprobs [rows, k]; loss [rows]; out [rows, vocab] =
+/// weight[n] d loss[n] / d student[n] (out may equal student). A teacher id out of range is recorded in
+/// error_slot (may be null), left out of the gradient and makes its row's loss NaN. Asynchronous on `stream`.
+template <class In, class Out>
+[[nodiscard]] cudaError_t sparse_forward_kl(const In* student, const std::int64_t* teacher_ids,
+                                            const Out* teacher_logprobs, std::int64_t rows, std::int64_t vocab,
+                                            std::int64_t k, double inv_temperature, const Out* weight, Out* loss,
+                                            In* out, std::int64_t* error_slot, cudaStream_t stream) {
+  if (vocab < 1 || k < 0 || rows < 0 || rows > INT_MAX) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaSuccess;
+  using A = detail::accumulator_t<In>;
+  const unsigned threads = detail::block_threads(vocab, static_cast<int>(16 / sizeof(In)));
+  detail::sparse_forward_kl_kernel<In, Out><<<static_cast<unsigned>(rows), threads, 0, stream>>>(
+      student, teacher_ids, teacher_logprobs, vocab, k, static_cast<A>(inv_temperature), weight, loss, out, error_slot);
+  return cudaGetLastError();
+}
+
+}  // namespace kernels
+}  // namespace GRPO_CCCL_SYSTEM_NAMESPACE
+}  // namespace grpo::cccl
