@@ -35,6 +35,7 @@
 #include "grpo/tensor.hpp"
 #include "grpo/validate.hpp"
 #include "grpo/version.hpp"
+#include "grpo/train/train.hpp"
 
 namespace {
 
@@ -481,6 +482,89 @@ int example_command(const std::string& directory, std::uint64_t seed) {
   return 0;
 }
 
+
+grpo::train::train_config make_train_config(const std::string& config_path, const std::string& resume,
+                                            const std::vector<std::string>& overrides) {
+  grpo::train::train_config c;
+  if (!resume.empty()) c = grpo::train::load_config(std::filesystem::path(resume) / "config.toml");
+  else if (!config_path.empty()) c = grpo::train::load_config(config_path);
+  for (const auto& o : overrides) grpo::train::apply_override(c, o);
+  return c;
+}
+
+int train_command(grpo::train::train_config c, const std::string& resume, std::int64_t stop_after, bool sft_only) {
+  if (sft_only) c.max_steps = 0;
+  std::cout << "grpo train: task " << (c.data.empty() ? c.task : c.data) << ", seed " << c.seed << ", output "
+            << c.output_dir << std::endl;
+  grpo::train::trainer<float> t(c, &std::cout);
+  if (!resume.empty()) {
+    t.load_checkpoint(resume);
+    std::cout << "resumed from " << resume << " at step " << t.global_step() << std::endl;
+  }
+  std::cout << "model: " << t.model().weights().config().parameter_count() << " parameters, "
+            << t.model().weights().config().num_hidden_layers << " layers, hidden "
+            << t.model().weights().config().hidden_size << std::endl;
+  grpo::train::metrics_writer metrics(std::filesystem::path(c.output_dir) / "metrics.jsonl", !resume.empty());
+  const auto after = t.run(&metrics, stop_after);
+  if (!after) {
+    std::cout << "stopped at step " << t.global_step() << "; checkpoint in " << c.output_dir << "/checkpoint"
+              << std::endl;
+    return 0;
+  }
+  if (sft_only) {
+    std::cout << "[eval] after SFT: " << grpo::train::trainer<float>::describe(*after) << std::endl;
+  } else {
+    if (t.state().before)
+      std::cout << "held-out accuracy after cold start: " << grpo::train::trainer<float>::describe(*t.state().before)
+                << std::endl;
+    std::cout << "held-out accuracy after GRPO:       " << grpo::train::trainer<float>::describe(*after) << std::endl;
+  }
+  std::cout << "model saved to " << c.output_dir << "/model, metrics in " << c.output_dir << "/metrics.jsonl"
+            << std::endl;
+  return 0;
+}
+
+int eval_command(grpo::train::train_config c, const std::string& model_dir, std::int64_t samples) {
+  c.init = model_dir;
+  const auto task = grpo::train::make_task(c);
+  grpo::model::transformer<float> m(grpo::model::load_pretrained<float>(model_dir),
+                                    grpo::model::transformer_options{c.threads});
+  if (samples >= 0) {
+    const auto& tok = task->tokenizer();
+    std::vector<std::vector<grpo::token_id>> prompts;
+    std::vector<grpo::tasks::problem> problems;
+    for (std::int64_t i = 0; i < samples && i < static_cast<std::int64_t>(task->heldout_size()); ++i) {
+      problems.push_back(task->heldout(static_cast<std::size_t>(i)));
+      prompts.push_back(tok.encode_prompt(problems.back().prompt));
+    }
+    grpo::sampling_options so;
+    so.temperature = c.temperature;
+    so.top_k = c.top_k;
+    so.top_p = c.top_p;
+    so.max_new_tokens = c.max_completion_length;
+    so.stop_tokens = {tok.eos_id()};
+    const auto out = m.generate(prompts, so, c.seed, 1);
+    const grpo::tasks::accuracy_reward accuracy(*task);
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      const auto text = tok.decode(out[i].tokens);
+      const auto r = accuracy(problems[i].prompt, text);
+      std::cout << "prompt: " << problems[i].prompt << "\ncompletion: " << text << "\n[" << (r && *r == 1 ? "correct" : "wrong")
+                << ", format " << (grpo::tasks::has_r1_format(text) ? "ok" : "bad") << ", expected " << problems[i].answer
+                << "]\n\n";
+    }
+    return 0;
+  }
+  grpo::train::eval_options o;
+  o.problems = c.eval_size;
+  o.max_new_tokens = c.max_completion_length;
+  o.num_samples = c.eval_num_samples;
+  o.pass_k = c.eval_num_samples > 0 ? c.eval_pass_k : std::vector<std::int64_t>{};
+  o.temperature = c.eval_temperature;
+  o.seed = c.seed;
+  std::cout << "held-out: " << grpo::train::trainer<float>::describe(grpo::train::evaluate(m, *task, o)) << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -536,9 +620,36 @@ int main(int argc, char** argv) {
   example->add_option("--dir", directory, "Output directory")->capture_default_str();
   example->add_option("--seed", seed, "Random seed")->capture_default_str();
 
+  std::string config_path, resume_dir, model_dir;
+  std::vector<std::string> overrides;
+  std::int64_t stop_after = -1, sample_count = 4;
+  std::string output_dir;
+  std::int64_t train_seed = -1;
+  const auto add_common = [&](CLI::App* cmd) {
+    cmd->add_option("--config", config_path, "TOML config (default: the built-in main job)");
+    cmd->add_option("--set", overrides, "key=value overriding the config (repeatable), e.g. --set max_steps=10");
+    cmd->add_option("--seed", train_seed, "Random seed (same as --set seed=N)");
+    cmd->add_option("--output-dir", output_dir, "Output directory (same as --set output_dir=DIR)");
+  };
+  auto* train_cmd = app.add_subcommand("train", "The R1 recipe: cold-start SFT, GRPO, held-out evaluation before and after");
+  add_common(train_cmd);
+  train_cmd->add_option("--resume", resume_dir, "Resume from a checkpoint directory (its config.toml, then --set)");
+  train_cmd->add_option("--stop-after", stop_after, "Stop (with a checkpoint) after this many optimizer steps in all");
+  auto* sft_cmd = app.add_subcommand("sft", "Cold-start SFT only on worked demonstrations; saves OUTPUT_DIR/model");
+  add_common(sft_cmd);
+  auto* eval_cmd = app.add_subcommand("eval", "Held-out greedy accuracy, format rate and pass@k of a saved model");
+  add_common(eval_cmd);
+  eval_cmd->add_option("--model", model_dir, "Model directory (config.json + model.safetensors)")->required();
+  auto* sample_cmd = app.add_subcommand("sample", "Print completions of a saved model for a few held-out prompts");
+  add_common(sample_cmd);
+  sample_cmd->add_option("--model", model_dir, "Model directory (config.json + model.safetensors)")->required();
+  sample_cmd->add_option("-n,--count", sample_count, "Number of prompts")->capture_default_str();
+
   std::string command = "grpo";
   for (int i = 1; i < argc; ++i)
-    if (std::string_view(argv[i]) == "loss" || std::string_view(argv[i]) == "example") {
+    if (std::string_view(argv[i]) == "loss" || std::string_view(argv[i]) == "example" ||
+        std::string_view(argv[i]) == "train" || std::string_view(argv[i]) == "sft" || std::string_view(argv[i]) == "eval" ||
+        std::string_view(argv[i]) == "sample") {
       command += std::string(" ") + argv[i];
       break;
     }
@@ -559,7 +670,14 @@ int main(int argc, char** argv) {
       if (*is_level_option) s.is_level = is_level;
       return loss_command(input, output, s);
     }
-    return example_command(directory, seed);
+    if (*example) return example_command(directory, seed);
+    auto c = make_train_config(config_path, *train_cmd ? resume_dir : std::string(), overrides);
+    if (train_seed >= 0) c.seed = static_cast<std::uint64_t>(train_seed);
+    if (!output_dir.empty()) c.output_dir = output_dir;
+    if (*train_cmd) return train_command(c, resume_dir, stop_after, false);
+    if (*sft_cmd) return train_command(c, "", -1, true);
+    if (*eval_cmd) return eval_command(c, model_dir, -1);
+    return eval_command(c, model_dir, sample_count);
   } catch (const std::exception& e) {
     std::cerr << command << ": " << e.what() << '\n';
     return 1;

@@ -1,0 +1,693 @@
+// SPDX-License-Identifier: Apache-2.0
+// grpo/model/kernels.hpp: the CPU kernels of the fast transformer. A blocked matrix product in the
+// style of BLIS (Van Zee and van de Geijn, ACM TOMS 2015): B packed into k-blocks of nr-wide
+// panels, A into mr-tall panels, an mr x nr register tile updated by a fully unrolled loop that
+// the compiler vectorizes (no intrinsics); attention built on the same tile; normalization,
+// rotary embedding and activation kernels.
+// Runtime dispatch: on x86-64 with GCC or Clang the hot loops are also compiled for AVX2+FMA (a
+// function attribute, no global flags) and chosen once by cpuid; elsewhere the generic build runs.
+// Reproducibility: every output element is computed by one task with a reduction order that
+// depends only on the inner dimension, so results do not depend on the thread count, the tiling or
+// the other rows of the batch; that is what makes sampled log-probs equal training log-probs.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <vector>
+
+#include "grpo/model/thread_pool.hpp"
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define GRPO_MODEL_X86_DISPATCH 1
+#define GRPO_MODEL_AVX2 [[gnu::target("avx2,fma")]]
+#else
+#define GRPO_MODEL_X86_DISPATCH 0
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define GRPO_MODEL_INLINE [[gnu::always_inline]] inline
+#else
+#define GRPO_MODEL_INLINE inline
+#endif
+
+namespace grpo::model {
+
+/// The instruction set the kernels run with.
+enum class isa {
+  generic,  ///< whatever the compiler targets by default (SSE2 on x86-64)
+  avx2,     ///< AVX2 + FMA, x86-64 with GCC or Clang only
+};
+
+/// The best instruction set this CPU and build support (decided once).
+inline isa best_isa() {
+#if GRPO_MODEL_X86_DISPATCH
+  static const isa chosen = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? isa::avx2 : isa::generic;
+  return chosen;
+#else
+  return isa::generic;
+#endif
+}
+
+/// A read-only strided matrix: element (i, j) at data[i * row_stride + j * col_stride].
+template <class T>
+struct matrix_view {
+  const T* data = nullptr;
+  std::ptrdiff_t row_stride = 0;
+  std::ptrdiff_t col_stride = 1;
+  const T& operator()(std::ptrdiff_t i, std::ptrdiff_t j) const { return data[i * row_stride + j * col_stride]; }
+};
+
+namespace detail {
+
+/// Register tile mr x nr of the matrix-product micro-kernel for a scalar type and instruction set.
+template <class T, isa I>
+struct tile {
+  static constexpr std::ptrdiff_t mr = 4;
+  static constexpr std::ptrdiff_t nr = (I == isa::avx2 ? 32 : 16) / static_cast<std::ptrdiff_t>(sizeof(T)) * 2;
+};
+
+/// Cache blocking: an mc x kc block of A stays in L2, a kc x nr panel of B in L1.
+inline constexpr std::ptrdiff_t gemm_mc = 64;
+inline constexpr std::ptrdiff_t gemm_kc = 256;
+inline constexpr std::ptrdiff_t gemm_nc = 4096;
+
+template <isa I, class T>
+GRPO_MODEL_INLINE T madd(T a, T b, T c) {
+  if constexpr (I == isa::avx2)
+    return std::fma(a, b, c);
+  else
+    return a * b + c;
+}
+
+}  // namespace detail
+
+/// A K x N right-hand operand packed for the micro-kernel: for each k-block of gemm_kc rows, the
+/// columns in panels of nr, each panel kc x nr row-major, the last panel zero-padded. Packing a
+/// constant weight once lets every product that uses it skip the repacking.
+template <class T>
+struct packed_matrix {
+  std::vector<T> data;
+  std::ptrdiff_t k = 0;
+  std::ptrdiff_t n = 0;
+  std::ptrdiff_t nr = 0;
+  isa kernels = isa::generic;
+
+  std::ptrdiff_t padded_n() const { return (n + nr - 1) / nr * nr; }
+  const T* panel(std::ptrdiff_t k0, std::ptrdiff_t kc, std::ptrdiff_t j0) const {
+    return data.data() + k0 * padded_n() + (j0 / nr) * kc * nr;
+  }
+};
+
+/// Buffers of the matrix products: per thread, a packed mc x kc block of A; a packed B for
+/// operands not packed in advance. Grow on first use, reused afterwards.
+template <class T>
+struct gemm_scratch {
+  std::vector<std::vector<T>> a;
+  packed_matrix<T> b;
+
+  void reserve_threads(std::size_t threads) {
+    if (a.size() < threads) a.resize(threads);
+    for (auto& buffer : a)
+      if (buffer.size() < static_cast<std::size_t>((detail::gemm_mc + 8) * detail::gemm_kc))
+        buffer.resize(static_cast<std::size_t>((detail::gemm_mc + 8) * detail::gemm_kc));
+  }
+};
+
+namespace detail {
+
+template <class T, isa I>
+GRPO_MODEL_INLINE void pack_b_panel(matrix_view<T> b, std::ptrdiff_t k0, std::ptrdiff_t kc, std::ptrdiff_t j0,
+                                    std::ptrdiff_t n, T* out) {
+  constexpr std::ptrdiff_t nr = tile<T, I>::nr;
+  const std::ptrdiff_t cols = std::min(nr, n - j0);
+  if (b.col_stride == 1) {
+    for (std::ptrdiff_t kk = 0; kk < kc; ++kk) {
+      const T* src = &b(k0 + kk, j0);
+      T* dst = out + kk * nr;
+      for (std::ptrdiff_t j = 0; j < cols; ++j) dst[j] = src[j];
+      for (std::ptrdiff_t j = cols; j < nr; ++j) dst[j] = T(0);
+    }
+  } else {
+    for (std::ptrdiff_t j = 0; j < nr; ++j)
+      for (std::ptrdiff_t kk = 0; kk < kc; ++kk) out[kk * nr + j] = j < cols ? b(k0 + kk, j0 + j) : T(0);
+  }
+}
+
+template <class T, isa I>
+GRPO_MODEL_INLINE void pack_b_task(matrix_view<T> b, packed_matrix<T>& out, std::ptrdiff_t task) {
+  constexpr std::ptrdiff_t nr = tile<T, I>::nr;
+  const std::ptrdiff_t panels = out.padded_n() / nr;
+  const std::ptrdiff_t k0 = task / panels * gemm_kc, j0 = task % panels * nr;
+  const std::ptrdiff_t kc = std::min(gemm_kc, out.k - k0);
+  pack_b_panel<T, I>(b, k0, kc, j0, out.n, out.data.data() + k0 * out.padded_n() + (j0 / nr) * kc * nr);
+}
+
+/// Packs `rows` <= mr rows of a (k < kc) as the micro-kernel reads them: out[k * mr + i], rows
+/// beyond `rows` zero.
+template <class T, isa I>
+GRPO_MODEL_INLINE void pack_a(matrix_view<T> a, std::ptrdiff_t rows, std::ptrdiff_t kc, T* out) {
+  constexpr std::ptrdiff_t mr = tile<T, I>::mr;
+  if (a.row_stride == 1) {  // A transposed in memory: the mr values of one k are adjacent
+    for (std::ptrdiff_t k = 0; k < kc; ++k) {
+      const T* src = a.data + k * a.col_stride;
+      for (std::ptrdiff_t i = 0; i < mr; ++i) out[k * mr + i] = i < rows ? src[i] : T(0);
+    }
+    return;
+  }
+  for (std::ptrdiff_t i = 0; i < mr; ++i) {
+    if (i < rows) {
+      for (std::ptrdiff_t k = 0; k < kc; ++k) out[k * mr + i] = a(i, k);
+    } else {
+      for (std::ptrdiff_t k = 0; k < kc; ++k) out[k * mr + i] = T(0);
+    }
+  }
+}
+
+/// The register tile: for i < rows, j < cols,
+///   c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0) + sum over k < kc of a[k * mr + i] b[k * ldb + j],
+/// the sum an fma chain from 0 in k order, held in registers for all mr x nr elements (the fixed
+/// trip counts let the compiler unroll and vectorize over nr). a is packed by pack_a;
+/// b[k * ldb + j] must be readable for every j < nr (the columns beyond `cols` are dropped).
+template <class T, isa I>
+GRPO_MODEL_INLINE void micro_kernel(std::ptrdiff_t kc, const T* __restrict a, const T* __restrict b, std::ptrdiff_t ldb,
+                                    T* __restrict c, std::ptrdiff_t ldc, std::ptrdiff_t rows, std::ptrdiff_t cols,
+                                    bool accumulate) {
+  constexpr std::ptrdiff_t mr = tile<T, I>::mr, nr = tile<T, I>::nr;
+  T local[mr * nr] = {};
+  for (std::ptrdiff_t k = 0; k < kc; ++k) {
+    const T* bk = b + k * ldb;
+    const T* ak = a + k * mr;
+#pragma GCC unroll 8
+    for (std::ptrdiff_t i = 0; i < mr; ++i) {
+      const T ai = ak[i];
+#pragma GCC unroll 32
+      for (std::ptrdiff_t j = 0; j < nr; ++j) local[i * nr + j] = madd<I>(ai, bk[j], local[i * nr + j]);
+    }
+  }
+  if (rows == mr && cols == nr) {
+    for (std::ptrdiff_t i = 0; i < mr; ++i)
+      for (std::ptrdiff_t j = 0; j < nr; ++j)
+        c[i * ldc + j] = accumulate ? c[i * ldc + j] + local[i * nr + j] : local[i * nr + j];
+  } else {
+    for (std::ptrdiff_t i = 0; i < rows; ++i)
+      for (std::ptrdiff_t j = 0; j < cols; ++j)
+        c[i * ldc + j] = accumulate ? c[i * ldc + j] + local[i * nr + j] : local[i * nr + j];
+  }
+}
+
+// Compiled as its own function, so that register allocation sees the tile alone (inlined into
+// the blocking loops, GCC spills accumulators to the stack).
+template <class T>
+[[gnu::noinline]] void micro_kernel_generic(std::ptrdiff_t kc, const T* a, const T* b, std::ptrdiff_t ldb, T* c,
+                                            std::ptrdiff_t ldc, std::ptrdiff_t rows, std::ptrdiff_t cols,
+                                            bool accumulate) {
+  micro_kernel<T, isa::generic>(kc, a, b, ldb, c, ldc, rows, cols, accumulate);
+}
+#if GRPO_MODEL_X86_DISPATCH
+template <class T>
+GRPO_MODEL_AVX2 [[gnu::noinline]] void micro_kernel_avx2(std::ptrdiff_t kc, const T* a, const T* b, std::ptrdiff_t ldb,
+                                                         T* c, std::ptrdiff_t ldc, std::ptrdiff_t rows,
+                                                         std::ptrdiff_t cols, bool accumulate) {
+  micro_kernel<T, isa::avx2>(kc, a, b, ldb, c, ldc, rows, cols, accumulate);
+}
+#endif
+
+template <class T, isa I>
+GRPO_MODEL_INLINE void call_micro_kernel(std::ptrdiff_t kc, const T* a, const T* b, std::ptrdiff_t ldb, T* c,
+                                         std::ptrdiff_t ldc, std::ptrdiff_t rows, std::ptrdiff_t cols,
+                                         bool accumulate) {
+#if GRPO_MODEL_X86_DISPATCH
+  if constexpr (I == isa::avx2) {
+    micro_kernel_avx2<T>(kc, a, b, ldb, c, ldc, rows, cols, accumulate);
+    return;
+  }
+#endif
+  micro_kernel_generic<T>(kc, a, b, ldb, c, ldc, rows, cols, accumulate);
+}
+
+template <class T>
+struct gemm_args {
+  std::ptrdiff_t m = 0, n = 0, k = 0;
+  matrix_view<T> a;
+  const packed_matrix<T>* b = nullptr;
+  T* c = nullptr;
+  std::ptrdiff_t ldc = 0;
+  bool accumulate = false;
+
+  std::ptrdiff_t row_blocks() const { return (m + gemm_mc - 1) / gemm_mc; }
+  std::ptrdiff_t col_blocks() const { return (n + gemm_nc - 1) / gemm_nc; }
+};
+
+/// One mc x nc block of C, over every k-block in order (so each element's sum has one order).
+template <class T, isa I>
+GRPO_MODEL_INLINE void gemm_task(const gemm_args<T>& g, std::ptrdiff_t task, T* a_buffer) {
+  constexpr std::ptrdiff_t mr = tile<T, I>::mr, nr = tile<T, I>::nr;
+  const std::ptrdiff_t m0 = task / g.col_blocks() * gemm_mc, n0 = task % g.col_blocks() * gemm_nc;
+  const std::ptrdiff_t rows = std::min(gemm_mc, g.m - m0), cols = std::min(gemm_nc, g.n - n0);
+  for (std::ptrdiff_t k0 = 0; k0 < g.k; k0 += gemm_kc) {
+    const std::ptrdiff_t kc = std::min(gemm_kc, g.k - k0);
+    for (std::ptrdiff_t i0 = 0; i0 < rows; i0 += mr)
+      pack_a<T, I>(matrix_view<T>{&g.a(m0 + i0, k0), g.a.row_stride, g.a.col_stride}, std::min(mr, rows - i0), kc,
+                   a_buffer + i0 * kc);
+    const bool accumulate = k0 > 0 || g.accumulate;
+    for (std::ptrdiff_t j0 = n0; j0 < n0 + cols; j0 += nr) {
+      const T* b_panel = g.b->panel(k0, kc, j0);
+      const std::ptrdiff_t tile_cols = std::min(nr, n0 + cols - j0);
+      for (std::ptrdiff_t i0 = 0; i0 < rows; i0 += mr)
+        call_micro_kernel<T, I>(kc, a_buffer + i0 * kc, b_panel, nr, g.c + (m0 + i0) * g.ldc + j0, g.ldc,
+                                std::min(mr, rows - i0), tile_cols, accumulate);
+    }
+  }
+}
+
+// Attention. Every score is an fma chain over the head's dimensions from 0, every output an fma
+// chain over the keys from 0. The training kernels compute them mr queries at a time in register
+// tiles, cached decoding one query at a time in register rows: the same chains, the same bits.
+
+/// Softmax of scale * s[0, n) in place (the sum in double). Shared by both paths.
+template <class T>
+GRPO_MODEL_INLINE void softmax_row(T* s, std::ptrdiff_t n, T scale) {
+  T max = -INFINITY;
+  for (std::ptrdiff_t j = 0; j < n; ++j) max = std::max(max, s[j] *= scale);
+  double total = 0.0;
+  for (std::ptrdiff_t j = 0; j < n; ++j) {
+    s[j] = std::exp(s[j] - max);
+    total += static_cast<double>(s[j]);
+  }
+  const double inverse = 1.0 / total;
+  for (std::ptrdiff_t j = 0; j < n; ++j) s[j] = static_cast<T>(static_cast<double>(s[j]) * inverse);
+}
+
+/// One row of a product held in registers: out[j] = sum over k < kc of a[k] b[k * ldb + j] for
+/// j < W, each an fma chain from 0 in k order (the chains of the register tile, one row).
+template <class T, isa I, std::ptrdiff_t W>
+GRPO_MODEL_INLINE void row_tile_impl(std::ptrdiff_t kc, const T* __restrict a, const T* __restrict b,
+                                     std::ptrdiff_t ldb, T* __restrict out) {
+  T acc[W] = {};
+  for (std::ptrdiff_t k = 0; k < kc; ++k) {
+    const T ak = a[k];
+    const T* bk = b + k * ldb;
+#pragma GCC unroll 64
+    for (std::ptrdiff_t j = 0; j < W; ++j) acc[j] = madd<I>(ak, bk[j], acc[j]);
+  }
+  for (std::ptrdiff_t j = 0; j < W; ++j) out[j] = acc[j];
+}
+
+template <class T, std::ptrdiff_t W>
+[[gnu::noinline]] void row_tile_generic(std::ptrdiff_t kc, const T* a, const T* b, std::ptrdiff_t ldb, T* out) {
+  row_tile_impl<T, isa::generic, W>(kc, a, b, ldb, out);
+}
+#if GRPO_MODEL_X86_DISPATCH
+template <class T, std::ptrdiff_t W>
+GRPO_MODEL_AVX2 [[gnu::noinline]] void row_tile_avx2(std::ptrdiff_t kc, const T* a, const T* b, std::ptrdiff_t ldb,
+                                                     T* out) {
+  row_tile_impl<T, isa::avx2, W>(kc, a, b, ldb, out);
+}
+#endif
+
+template <class T, isa I, std::ptrdiff_t W>
+GRPO_MODEL_INLINE void row_tile(std::ptrdiff_t kc, const T* a, const T* b, std::ptrdiff_t ldb, T* out) {
+#if GRPO_MODEL_X86_DISPATCH
+  if constexpr (I == isa::avx2) {
+    row_tile_avx2<T, W>(kc, a, b, ldb, out);
+    return;
+  }
+#endif
+  row_tile_generic<T, W>(kc, a, b, ldb, out);
+}
+
+/// out[j] = sum over k < kc of a[k] b[k * ldb + j] for j < cols: four register tiles at a time
+/// (enough independent chains to hide the fma latency), then two, one, and the last partial tile
+/// through a padded read when b_padded (b readable up to the next multiple of nr) or else one
+/// chain at a time.
+template <class T, isa I>
+GRPO_MODEL_INLINE void row_product(std::ptrdiff_t kc, const T* a, const T* b, std::ptrdiff_t ldb, std::ptrdiff_t cols,
+                                   bool b_padded, T* out) {
+  constexpr std::ptrdiff_t nr = tile<T, I>::nr;
+  std::ptrdiff_t j0 = 0;
+  for (; j0 + 4 * nr <= cols; j0 += 4 * nr) row_tile<T, I, 4 * nr>(kc, a, b + j0, ldb, out + j0);
+  for (; j0 + 2 * nr <= cols; j0 += 2 * nr) row_tile<T, I, 2 * nr>(kc, a, b + j0, ldb, out + j0);
+  for (; j0 + nr <= cols; j0 += nr) row_tile<T, I, nr>(kc, a, b + j0, ldb, out + j0);
+  if (j0 == cols) return;
+  if (b_padded) {
+    T last[nr];
+    row_tile<T, I, nr>(kc, a, b + j0, ldb, last);
+    std::copy_n(last, cols - j0, out + j0);
+    return;
+  }
+  for (std::ptrdiff_t j = j0; j < cols; ++j) {
+    T acc = T(0);
+    for (std::ptrdiff_t k = 0; k < kc; ++k) acc = madd<I>(a[k], b[k * ldb + j], acc);
+    out[j] = acc;
+  }
+}
+
+/// Attention of one query over keys/values 0..n-1 of a cache: keys transposed (kt[d * ld + j] is
+/// element d of key j, readable up to the next multiple of 16 keys), values rows `v_stride`
+/// apart. probs_j = softmax_j(scale q.k_j), out = sum_j probs_j v_j: the chains of the training
+/// kernels, one query at a time.
+template <class T, isa I>
+GRPO_MODEL_INLINE void attend_impl(const T* q, const T* kt, std::ptrdiff_t ld, const T* v, std::ptrdiff_t v_stride,
+                                   std::ptrdiff_t n, std::ptrdiff_t head_dim, T scale, T* probs, T* out) {
+  row_product<T, I>(head_dim, q, kt, ld, n, true, probs);
+  softmax_row(probs, n, scale);
+  row_product<T, I>(n, probs, v, v_stride, head_dim, false, out);
+}
+
+/// out[i * ldo + j] (+)= sum over k in [k0, k1) of a(i, k) b[k * ldb + j] for i < rows <= mr and
+/// j < cols, the rows of a packed (pack_a) in `packed` (mr (k1 - k0) values) by the caller.
+/// Columns go through the register tile nr at a time; a last partial tile whose extra columns of b
+/// might not be readable is computed with the same fma chains one element at a time.
+template <class T, isa I>
+GRPO_MODEL_INLINE void packed_product(std::ptrdiff_t k0, std::ptrdiff_t k1, const T* packed, std::ptrdiff_t rows,
+                                      const T* b, std::ptrdiff_t ldb, std::ptrdiff_t cols, bool b_padded, T* out,
+                                      std::ptrdiff_t ldo, bool accumulate) {
+  constexpr std::ptrdiff_t mr = tile<T, I>::mr, nr = tile<T, I>::nr;
+  const std::ptrdiff_t kc = k1 - k0;
+  for (std::ptrdiff_t j0 = 0; j0 < cols; j0 += nr) {
+    const std::ptrdiff_t width = std::min(nr, cols - j0);
+    if (width == nr || b_padded) {
+      call_micro_kernel<T, I>(kc, packed, b + k0 * ldb + j0, ldb, out + j0, ldo, rows, width, accumulate);
+      continue;
+    }
+    for (std::ptrdiff_t i = 0; i < rows; ++i)
+      for (std::ptrdiff_t j = j0; j < cols; ++j) {
+        T acc = T(0);
+        for (std::ptrdiff_t k = 0; k < kc; ++k) acc = madd<I>(packed[k * mr + i], b[(k0 + k) * ldb + j], acc);
+        out[i * ldo + j] = accumulate ? out[i * ldo + j] + acc : acc;
+      }
+  }
+}
+
+/// Arguments of the attention of one (sequence, key/value head) pair: the q/k/v rows of the
+/// sequence in a [tokens, q_dim + 2 kv_dim] buffer, the saved probabilities (query i of the
+/// group's head h_local at probs + h_local * tokens(tokens+1)/2 + i(i+1)/2), the output
+/// [tokens, q_dim].
+template <class T>
+struct attention_args {
+  const T* qkv = nullptr;  ///< first row of the sequence
+  std::ptrdiff_t tokens = 0;
+  std::ptrdiff_t qkv_stride = 0;
+  std::ptrdiff_t q_dim = 0, kv_dim = 0, head_dim = 0, group = 0, kv_head = 0;
+  T scale = T(1);
+  T* probs = nullptr;    ///< group * tokens(tokens+1)/2 values
+  T* out = nullptr;      ///< first output row, [tokens, q_dim] with row stride q_dim
+  T* scratch = nullptr;  ///< attention_scratch(tokens, head_dim, backward) values
+  // Backward only.
+  const T* dout = nullptr;  ///< [tokens, q_dim]
+  T* dqkv = nullptr;        ///< [tokens, q_dim + 2 kv_dim]; this pair's q and k/v columns are written
+};
+
+/// Keys padded to a multiple of 16 (every nr), so score tiles are always full.
+inline std::ptrdiff_t padded_tokens(std::ptrdiff_t tokens) { return (tokens + 15) / 16 * 16; }
+
+/// Scratch values one attention task needs (forward: keys transposed, mr score rows, packed
+/// panels; backward: values transposed, dense probabilities and their gradient, dk, dv, panels).
+inline std::ptrdiff_t attention_scratch(std::ptrdiff_t tokens, std::ptrdiff_t head_dim, bool backward) {
+  const std::ptrdiff_t ld = padded_tokens(tokens);
+  const std::ptrdiff_t pad = 8 * (ld + head_dim);
+  return backward ? head_dim * ld + 2 * tokens * ld + 2 * tokens * head_dim + pad : (head_dim + 8) * ld + pad;
+}
+
+/// Element d of row j of the head's columns starting at `first` -> out[d * ld + j], zero-padded
+/// to ld columns.
+template <class T>
+GRPO_MODEL_INLINE void transpose_head(const T* first, std::ptrdiff_t stride, std::ptrdiff_t tokens,
+                                      std::ptrdiff_t head_dim, std::ptrdiff_t ld, T* out) {
+  for (std::ptrdiff_t d = 0; d < head_dim; ++d)
+    for (std::ptrdiff_t j = tokens; j < ld; ++j) out[d * ld + j] = T(0);
+  for (std::ptrdiff_t j = 0; j < tokens; ++j)
+    for (std::ptrdiff_t d = 0; d < head_dim; ++d) out[d * ld + j] = first[j * stride + d];
+}
+
+template <class T, isa I>
+GRPO_MODEL_INLINE void attention_forward_impl(const attention_args<T>& a) {
+  constexpr std::ptrdiff_t mr = tile<T, I>::mr;
+  const std::ptrdiff_t n = a.tokens, hd = a.head_dim, ld = padded_tokens(n), triangle = n * (n + 1) / 2;
+  const T* k = a.qkv + a.q_dim + a.kv_head * hd;
+  const T* v = k + a.kv_dim;
+  T* kt = a.scratch;       // [hd][ld], keys transposed
+  T* s = kt + hd * ld;     // [mr][ld], scores then probabilities of mr queries
+  T* packed = s + 8 * ld;  // 8 (ld + hd): a panel of queries, then of probabilities
+  transpose_head(k, a.qkv_stride, n, hd, ld, kt);
+  for (std::ptrdiff_t local = 0; local < a.group; ++local) {
+    const std::ptrdiff_t head = a.kv_head * a.group + local;
+    for (std::ptrdiff_t i0 = 0; i0 < n; i0 += mr) {
+      const std::ptrdiff_t rows = std::min(mr, n - i0), keys = i0 + rows;
+      pack_a<T, I>(matrix_view<T>{a.qkv + i0 * a.qkv_stride + head * hd, a.qkv_stride, 1}, rows, hd, packed);
+      packed_product<T, I>(0, hd, packed, rows, kt, ld, keys, true, s, ld, false);
+      for (std::ptrdiff_t r = 0; r < rows; ++r) {
+        const std::ptrdiff_t i = i0 + r;
+        T* row = s + r * ld;
+        softmax_row(row, i + 1, a.scale);
+        for (std::ptrdiff_t j = i + 1; j < keys; ++j) row[j] = T(0);  // exact zeros in the chains below
+        std::copy_n(row, i + 1, a.probs + local * triangle + i * (i + 1) / 2);
+      }
+      pack_a<T, I>(matrix_view<T>{s, ld, 1}, rows, keys, packed);
+      packed_product<T, I>(0, keys, packed, rows, v, a.qkv_stride, hd, false, a.out + i0 * a.q_dim + head * hd, a.q_dim,
+                           false);
+    }
+  }
+}
+
+/// Backward of the pair's attention given d out, per head of the group:
+/// dP = dO V^T, dS = scale P (dP - rowsum(P dP)), dQ = dS K, dK += dS^T Q, dV += P^T dO.
+/// Writes dq of the group's heads and dk, dv of the kv head into dqkv.
+template <class T, isa I>
+GRPO_MODEL_INLINE void attention_backward_impl(const attention_args<T>& a) {
+  constexpr std::ptrdiff_t mr = tile<T, I>::mr;
+  const std::ptrdiff_t n = a.tokens, hd = a.head_dim, ld = padded_tokens(n), triangle = n * (n + 1) / 2;
+  const std::ptrdiff_t k_offset = a.q_dim + a.kv_head * hd, v_offset = k_offset + a.kv_dim;
+  T* vt = a.scratch;        // [hd][ld], values transposed
+  T* p = vt + hd * ld;      // [n][ld], probabilities with zeros above the diagonal
+  T* ds = p + n * ld;       // [n][ld]
+  T* dk = ds + n * ld;      // [n][hd]
+  T* dv = dk + n * hd;      // [n][hd]
+  T* packed = dv + n * hd;  // 8 (ld + hd)
+  transpose_head(a.qkv + v_offset, a.qkv_stride, n, hd, ld, vt);
+  std::fill_n(dk, 2 * n * hd, T(0));
+  for (std::ptrdiff_t local = 0; local < a.group; ++local) {
+    const std::ptrdiff_t head = a.kv_head * a.group + local;
+    const T* dout = a.dout + head * hd;
+    for (std::ptrdiff_t i0 = 0; i0 < n; i0 += mr) {
+      const std::ptrdiff_t rows = std::min(mr, n - i0), count = i0 + rows;
+      pack_a<T, I>(matrix_view<T>{dout + i0 * a.q_dim, a.q_dim, 1}, rows, hd, packed);
+      packed_product<T, I>(0, hd, packed, rows, vt, ld, count, true, ds + i0 * ld, ld, false);
+      for (std::ptrdiff_t r = 0; r < rows; ++r) {
+        const std::ptrdiff_t i = i0 + r;
+        T* p_row = p + i * ld;
+        T* ds_row = ds + i * ld;
+        std::copy_n(a.probs + local * triangle + i * (i + 1) / 2, i + 1, p_row);
+        std::fill(p_row + i + 1, p_row + ld, T(0));
+        double weighted = 0.0;
+        for (std::ptrdiff_t j = 0; j <= i; ++j)
+          weighted += static_cast<double>(p_row[j]) * static_cast<double>(ds_row[j]);
+        const T mean = static_cast<T>(weighted);
+        for (std::ptrdiff_t j = 0; j <= i; ++j) ds_row[j] = a.scale * p_row[j] * (ds_row[j] - mean);
+        std::fill(ds_row + i + 1, ds_row + ld, T(0));
+      }
+      pack_a<T, I>(matrix_view<T>{ds + i0 * ld, ld, 1}, rows, count, packed);
+      packed_product<T, I>(0, count, packed, rows, a.qkv + k_offset, a.qkv_stride, hd, false,
+                           a.dqkv + i0 * a.qkv_stride + head * hd, a.qkv_stride, false);
+    }
+    // Key j gets contributions from queries i >= j only: dK rows j0.. = dS[j0.., j0..]^T Q[j0..].
+    const T* q = a.qkv + head * hd;
+    for (std::ptrdiff_t j0 = 0; j0 < n; j0 += mr) {
+      const std::ptrdiff_t rows = std::min(mr, n - j0);
+      pack_a<T, I>(matrix_view<T>{ds + j0 * ld + j0, 1, ld}, rows, n - j0, packed);
+      packed_product<T, I>(j0, n, packed, rows, q, a.qkv_stride, hd, false, dk + j0 * hd, hd, true);
+      pack_a<T, I>(matrix_view<T>{p + j0 * ld + j0, 1, ld}, rows, n - j0, packed);
+      packed_product<T, I>(j0, n, packed, rows, dout, a.q_dim, hd, false, dv + j0 * hd, hd, true);
+    }
+  }
+  for (std::ptrdiff_t j = 0; j < n; ++j) {
+    std::copy_n(dk + j * hd, hd, a.dqkv + j * a.qkv_stride + k_offset);
+    std::copy_n(dv + j * hd, hd, a.dqkv + j * a.qkv_stride + v_offset);
+  }
+}
+
+#if GRPO_MODEL_X86_DISPATCH
+// The AVX2 + FMA builds: the generic templates inlined into functions compiled for that target.
+template <class T>
+GRPO_MODEL_AVX2 void gemm_task_avx2(const gemm_args<T>& g, std::ptrdiff_t task, T* a_buffer) {
+  gemm_task<T, isa::avx2>(g, task, a_buffer);
+}
+template <class T>
+GRPO_MODEL_AVX2 void attend_avx2(const T* q, const T* kt, std::ptrdiff_t ld, const T* v, std::ptrdiff_t v_stride,
+                                 std::ptrdiff_t n, std::ptrdiff_t head_dim, T scale, T* probs, T* out) {
+  attend_impl<T, isa::avx2>(q, kt, ld, v, v_stride, n, head_dim, scale, probs, out);
+}
+template <class T>
+GRPO_MODEL_AVX2 void attention_forward_avx2(const attention_args<T>& a) {
+  attention_forward_impl<T, isa::avx2>(a);
+}
+template <class T>
+GRPO_MODEL_AVX2 void attention_backward_avx2(const attention_args<T>& a) {
+  attention_backward_impl<T, isa::avx2>(a);
+}
+#endif
+
+template <class T>
+void gemm_task(isa kernels, const gemm_args<T>& g, std::ptrdiff_t task, T* a_buffer) {
+#if GRPO_MODEL_X86_DISPATCH
+  if (kernels == isa::avx2) return gemm_task_avx2(g, task, a_buffer);
+#endif
+  gemm_task<T, isa::generic>(g, task, a_buffer);
+}
+
+template <class T>
+void attend(isa kernels, const T* q, const T* kt, std::ptrdiff_t ld, const T* v, std::ptrdiff_t v_stride,
+            std::ptrdiff_t n, std::ptrdiff_t head_dim, T scale, T* probs, T* out) {
+#if GRPO_MODEL_X86_DISPATCH
+  if (kernels == isa::avx2) return attend_avx2(q, kt, ld, v, v_stride, n, head_dim, scale, probs, out);
+#endif
+  attend_impl<T, isa::generic>(q, kt, ld, v, v_stride, n, head_dim, scale, probs, out);
+}
+
+template <class T>
+void attention_forward(isa kernels, const attention_args<T>& a) {
+#if GRPO_MODEL_X86_DISPATCH
+  if (kernels == isa::avx2) return attention_forward_avx2(a);
+#endif
+  attention_forward_impl<T, isa::generic>(a);
+}
+
+template <class T>
+void attention_backward(isa kernels, const attention_args<T>& a) {
+#if GRPO_MODEL_X86_DISPATCH
+  if (kernels == isa::avx2) return attention_backward_avx2(a);
+#endif
+  attention_backward_impl<T, isa::generic>(a);
+}
+
+template <class T>
+constexpr std::ptrdiff_t panel_width(isa kernels) {
+  return kernels == isa::avx2 ? tile<T, isa::avx2>::nr : tile<T, isa::generic>::nr;
+}
+
+}  // namespace detail
+
+/// Packs the K x N operand b (element (k, j) = b(k, j)) for `kernels`, in parallel over panels
+/// when a pool is given. `out` is reused (its storage only grows).
+template <class T>
+void pack(thread_pool* pool, isa kernels, matrix_view<T> b, std::ptrdiff_t k, std::ptrdiff_t n, packed_matrix<T>& out) {
+  out.k = k;
+  out.n = n;
+  out.nr = detail::panel_width<T>(kernels);
+  out.kernels = kernels;
+  const auto size = static_cast<std::size_t>(k * out.padded_n());
+  if (out.data.size() < size) out.data.resize(size);
+  const std::ptrdiff_t panels = out.padded_n() / out.nr, blocks = (k + detail::gemm_kc - 1) / detail::gemm_kc;
+  const auto task = [&](std::size_t t, std::size_t) {
+    const auto i = static_cast<std::ptrdiff_t>(t);
+    if (kernels == isa::avx2)
+      detail::pack_b_task<T, isa::avx2>(b, out, i);
+    else
+      detail::pack_b_task<T, isa::generic>(b, out, i);
+  };
+  const auto tasks = static_cast<std::size_t>(panels * blocks);
+  if (pool != nullptr)
+    pool->parallel_for(tasks, task);
+  else
+    for (std::size_t t = 0; t < tasks; ++t) task(t, 0);
+}
+
+/// C[m, n] = A[m, k] B (or C += A B with accumulate), B packed for the same instruction set.
+/// Parallel over mc x nc blocks of C when a pool is given; `scratch` needs one A buffer per
+/// thread. Each element's sum runs over k in the same order whatever m, the blocking or the
+/// thread count, so a row of C depends only on the same row of A.
+template <class T>
+void gemm(thread_pool* pool, gemm_scratch<T>& scratch, std::ptrdiff_t m, matrix_view<T> a, const packed_matrix<T>& b,
+          T* c, std::ptrdiff_t ldc, bool accumulate) {
+  if (m == 0 || b.n == 0) return;
+  const detail::gemm_args<T> args{m, b.n, b.k, a, &b, c, ldc, accumulate};
+  if (b.k == 0) {
+    if (!accumulate)
+      for (std::ptrdiff_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + b.n, T(0));
+    return;
+  }
+  const auto tasks = static_cast<std::size_t>(args.row_blocks() * args.col_blocks());
+  scratch.reserve_threads(pool != nullptr ? pool->size() : 1);
+  const auto task = [&](std::size_t t, std::size_t thread) {
+    detail::gemm_task(b.kernels, args, static_cast<std::ptrdiff_t>(t), scratch.a[thread].data());
+  };
+  if (pool != nullptr)
+    pool->parallel_for(tasks, task);
+  else
+    for (std::size_t t = 0; t < tasks; ++t) task(t, 0);
+}
+
+/// As above with B given unpacked: packs it into scratch.b first.
+template <class T>
+void gemm(thread_pool* pool, isa kernels, gemm_scratch<T>& scratch, std::ptrdiff_t m, std::ptrdiff_t n,
+          std::ptrdiff_t k, matrix_view<T> a, matrix_view<T> b, T* c, std::ptrdiff_t ldc, bool accumulate) {
+  pack(pool, kernels, b, k, n, scratch.b);
+  gemm(pool, scratch, m, a, scratch.b, c, ldc, accumulate);
+}
+
+namespace detail {
+
+/// RMSNorm of one row (Zhang and Sennrich 2019, Eq. 4): out = x / sqrt(mean(x^2) + eps) * w,
+/// the mean in double. Returns 1 / sqrt(mean(x^2) + eps) for the backward.
+template <class T>
+double rms_norm_row(const T* x, const T* weight, T* out, std::ptrdiff_t n, double eps) {
+  double squares = 0.0;
+  for (std::ptrdiff_t i = 0; i < n; ++i) squares += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+  const double inverse_rms = 1.0 / std::sqrt(squares / static_cast<double>(n) + eps);
+  for (std::ptrdiff_t i = 0; i < n; ++i) out[i] = static_cast<T>(static_cast<double>(x[i]) * inverse_rms) * weight[i];
+  return inverse_rms;
+}
+
+/// Backward of rms_norm_row with respect to x, added into dx:
+/// dx += r (w dy) - x r^3 / n sum_i (w dy x)_i, r = inverse_rms. (The weight's gradient is a
+/// column sum over rows, taken separately so it has one summation order.)
+template <class T>
+void rms_norm_backward_row(const T* x, const T* weight, const T* dy, double inverse_rms, T* dx, std::ptrdiff_t n) {
+  double projection = 0.0;
+  for (std::ptrdiff_t i = 0; i < n; ++i)
+    projection += static_cast<double>(weight[i]) * static_cast<double>(dy[i]) * static_cast<double>(x[i]);
+  const double coefficient = projection * inverse_rms * inverse_rms * inverse_rms / static_cast<double>(n);
+  for (std::ptrdiff_t i = 0; i < n; ++i)
+    dx[i] += static_cast<T>(inverse_rms * static_cast<double>(weight[i]) * static_cast<double>(dy[i]) -
+                            coefficient * static_cast<double>(x[i]));
+}
+
+/// Rotary embedding in the rotate-half convention of Hugging Face Llama (Su et al. 2021,
+/// "RoFormer", Eq. 34 with the pair (i, i + d/2)): for each head and i < d/2,
+/// (a, b) = (x_i, x_{i+d/2}) -> (a cos - b sin, b cos + a sin). inverse = true rotates back (the
+/// transpose, for the backward).
+template <class T>
+void rope_row(T* x, std::ptrdiff_t heads, std::ptrdiff_t head_dim, const T* cos, const T* sin, bool inverse) {
+  const std::ptrdiff_t half = head_dim / 2;
+  for (std::ptrdiff_t h = 0; h < heads; ++h) {
+    T* v = x + h * head_dim;
+    for (std::ptrdiff_t i = 0; i < half; ++i) {
+      const T a = v[i], b = v[i + half], c = cos[i], s = inverse ? -sin[i] : sin[i];
+      v[i] = a * c - b * s;
+      v[i + half] = b * c + a * s;
+    }
+  }
+}
+
+/// SwiGLU (Shazeer 2020, Eq. 6 with Swish_1 = SiLU): out = silu(g) * u, silu(g) = g sigmoid(g).
+template <class T>
+void swiglu_row(const T* gate, const T* up, T* out, std::ptrdiff_t n) {
+  for (std::ptrdiff_t i = 0; i < n; ++i) {
+    const T g = gate[i];
+    out[i] = g / (T(1) + std::exp(-g)) * up[i];
+  }
+}
+
+/// Backward of swiglu_row: dgate = dout u s (1 + g (1 - s)), dup = dout g s, s = sigmoid(g).
+template <class T>
+void swiglu_backward_row(const T* gate, const T* up, const T* dout, T* dgate, T* dup, std::ptrdiff_t n) {
+  for (std::ptrdiff_t i = 0; i < n; ++i) {
+    const T g = gate[i], s = T(1) / (T(1) + std::exp(-g));
+    dgate[i] = dout[i] * up[i] * s * (T(1) + g * (T(1) - s));
+    dup[i] = dout[i] * g * s;
+  }
+}
+
+}  // namespace detail
+}  // namespace grpo::model

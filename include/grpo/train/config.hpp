@@ -1,0 +1,376 @@
+// SPDX-License-Identifier: Apache-2.0
+// grpo/train/config.hpp: every setting of `grpo sft` / `grpo train` / `grpo eval` in one struct,
+// read from a TOML file (toml.hpp) and overridden by `--set key=value`. GRPO fields at the top
+// level carry TRL GRPOConfig's names (learning_rate, num_generations, beta, epsilon, ...);
+// [model] uses Hugging Face config.json names, [task], [sft] and [eval] hold the rest. The
+// effective config is written back as TOML with every checkpoint, and reads back identically.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "grpo/config.hpp"
+#include "grpo/error.hpp"
+#include "grpo/model/config.hpp"
+#include "grpo/train/optimizer.hpp"
+#include "grpo/train/toml.hpp"
+
+namespace grpo::train {
+
+/// The settings of a run. Defaults are the built-in main job (see examples/configs/default.toml).
+struct train_config {
+  // Top level: GRPO (TRL GRPOConfig names where TRL has the field).
+  std::uint64_t seed = 1;
+  std::string output_dir = "grpo-run";
+  std::int64_t max_steps = 60;                     ///< GRPO optimizer steps
+  double learning_rate = 1e-3;
+  std::string lr_scheduler_type = "constant";
+  double warmup_ratio = 0.0;
+  double max_grad_norm = 1.0;
+  double adam_beta1 = 0.9;
+  double adam_beta2 = 0.99;
+  double adam_epsilon = 1e-8;
+  double weight_decay = 0.0;
+  std::int64_t num_generations = 8;                ///< G
+  std::int64_t per_device_train_batch_size = 64;   ///< completions per micro-batch
+  std::int64_t gradient_accumulation_steps = 2;    ///< micro-batches per optimizer step
+  std::int64_t max_completion_length = 48;
+  double temperature = 1.0;
+  double top_p = 1.0;
+  std::int64_t top_k = 0;
+  double beta = 0.0;
+  std::string kl_estimator = "k3";
+  double epsilon = 0.2;
+  double epsilon_high = 0.2;
+  double delta = 0.0;                              ///< 0: no two-sided cap
+  std::string loss_type = "dapo";
+  std::string scale_rewards = "group";
+  std::int64_t num_iterations = 1;                 ///< mu
+  std::string importance_sampling_level = "token";
+  bool mask_truncated_completions = true;
+  bool dynamic_sampling = false;                   ///< drop groups whose rewards are all equal (DAPO)
+  std::vector<std::string> reward_funcs = {"accuracy", "format"};
+  std::vector<double> reward_weights = {1.0, 0.5};
+  std::int64_t logging_steps = 1;
+  std::int64_t save_steps = 0;                     ///< 0: a checkpoint only at the end
+  std::size_t threads = 0;                         ///< 0: all cores
+  // [task]
+  std::string task = "arithmetic";
+  std::string data = "";                           ///< JSONL file of {"prompt", "answer"} (overrides task)
+  std::string answer_kind = "integer";             ///< checker for data
+  std::int64_t min_digits = 1;
+  std::int64_t max_digits = 2;
+  std::string operations = "+-*";
+  std::int64_t heldout_size = 200;
+  // [model]
+  std::int64_t hidden_size = 128;
+  std::int64_t intermediate_size = 352;
+  std::int64_t num_hidden_layers = 3;
+  std::int64_t num_attention_heads = 4;
+  std::int64_t num_key_value_heads = 2;
+  std::int64_t max_position_embeddings = 96;
+  double init_std = 0.02;
+  std::string init = "";                           ///< a model directory to start from (skips nothing)
+  // [sft]
+  std::int64_t sft_steps = 150;
+  std::int64_t sft_examples = 2000;                ///< distinct demonstrations
+  std::int64_t sft_batch_size = 32;
+  double sft_learning_rate = 2e-3;
+  double sft_warmup_ratio = 0.05;
+  std::string sft_lr_scheduler_type = "cosine";
+  // [eval]
+  std::int64_t eval_size = 200;                    ///< held-out problems (<= heldout_size)
+  std::int64_t eval_num_samples = 4;               ///< n samples per problem for pass@k (0: skip)
+  std::vector<std::int64_t> eval_pass_k = {1, 4};
+  double eval_temperature = 1.0;
+
+  model::transformer_config model_config(std::int64_t vocab) const {
+    model::transformer_config c;
+    c.vocab_size = vocab;
+    c.hidden_size = hidden_size;
+    c.intermediate_size = intermediate_size;
+    c.num_hidden_layers = num_hidden_layers;
+    c.num_attention_heads = num_attention_heads;
+    c.num_key_value_heads = num_key_value_heads;
+    c.max_position_embeddings = max_position_embeddings;
+    return c;
+  }
+
+  adamw_options adam() const { return {adam_beta1, adam_beta2, adam_epsilon, weight_decay}; }
+  std::int64_t generation_batch_size() const { return per_device_train_batch_size * gradient_accumulation_steps; }
+  std::int64_t prompts_per_step() const { return generation_batch_size() / num_generations; }
+
+  /// Throws config_error naming the first invalid field.
+  void validate() const {
+    const auto at_least = [](std::int64_t v, std::int64_t lo, std::string_view name) {
+      GRPO_CHECK(v >= lo, config_error, name, ": must be >= ", lo, ", got ", v);
+    };
+    at_least(max_steps, 0, "max_steps");
+    at_least(num_generations, 2, "num_generations");
+    at_least(per_device_train_batch_size, 1, "per_device_train_batch_size");
+    at_least(gradient_accumulation_steps, 1, "gradient_accumulation_steps");
+    GRPO_CHECK(generation_batch_size() % num_generations == 0, config_error,
+               "num_generations: must divide per_device_train_batch_size * gradient_accumulation_steps = ",
+               generation_batch_size(), ", got ", num_generations);
+    at_least(max_completion_length, 1, "max_completion_length");
+    at_least(num_iterations, 1, "num_iterations");
+    at_least(logging_steps, 1, "logging_steps");
+    at_least(save_steps, 0, "save_steps");
+    at_least(sft_steps, 0, "sft_steps");
+    at_least(sft_examples, 1, "sft_examples");
+    at_least(sft_batch_size, 1, "sft_batch_size");
+    at_least(eval_size, 0, "eval_size");
+    at_least(eval_num_samples, 0, "eval_num_samples");
+    for (const auto k : eval_pass_k)
+      GRPO_CHECK(k >= 1 && (eval_num_samples == 0 || k <= eval_num_samples), config_error,
+                 "eval_pass_k: each k must be in [1, eval_num_samples = ", eval_num_samples, "], got ", k);
+    GRPO_CHECK(std::isfinite(learning_rate) && learning_rate >= 0, config_error,
+               "learning_rate: must be a finite value >= 0, got ", learning_rate);
+    GRPO_CHECK(std::isfinite(sft_learning_rate) && sft_learning_rate >= 0, config_error,
+               "sft_learning_rate: must be a finite value >= 0, got ", sft_learning_rate);
+    GRPO_CHECK(std::isfinite(temperature) && temperature > 0, config_error,
+               "temperature: must be a finite value > 0, got ", temperature);
+    GRPO_CHECK(std::isfinite(beta) && beta >= 0, config_error, "beta: must be a finite value >= 0, got ", beta);
+    GRPO_CHECK(delta == 0.0 || (std::isfinite(delta) && delta > 1.0), config_error,
+               "delta: must be 0 (off) or a finite value > 1, got ", delta);
+    GRPO_CHECK(reward_funcs.size() == reward_weights.size(), config_error, "reward_weights: expected ",
+               reward_funcs.size(), " weights (one per reward_funcs entry), got ", reward_weights.size());
+    for (const auto& name : reward_funcs)
+      GRPO_CHECK(name == "accuracy" || name == "format", config_error, "reward_funcs: unknown reward \"", name,
+                 "\" (expected accuracy or format)");
+    parse_lr_scheduler(lr_scheduler_type);
+    parse_lr_scheduler(sft_lr_scheduler_type, "sft_lr_scheduler_type");
+    parse_loss_type(loss_type);
+    parse_reward_scale(scale_rewards);
+    parse_kl_estimator(kl_estimator);
+    parse_ratio_level(importance_sampling_level, "importance_sampling_level");
+    validate(adam());
+    model_config(64).validate();
+  }
+
+ private:
+  static void validate(const adamw_options& o) { train::validate(o); }
+};
+
+namespace detail {
+
+/// One config field: its TOML key (section.key), how to set it from a value, how to print it.
+struct field {
+  std::string key;
+  std::function<void(train_config&, const toml::value&)> set;
+  std::function<std::string(const train_config&)> get;
+};
+
+[[noreturn]] inline void type_error(std::string_view key, std::string_view expected, const toml::value& v) {
+  grpo::detail::fail<config_error>(key, ": expected ", expected, ", got ", toml::kind_name(v.type), " ", v.text);
+}
+
+inline std::int64_t as_integer(std::string_view key, const toml::value& v) {
+  if (v.type != toml::kind::integer) type_error(key, "an integer", v);
+  return v.integer;
+}
+inline double as_float(std::string_view key, const toml::value& v) {
+  if (v.type == toml::kind::integer) return static_cast<double>(v.integer);
+  if (v.type != toml::kind::floating) type_error(key, "a number", v);
+  return v.floating;
+}
+
+template <class M>
+field make_field(std::string key, M train_config::*member) {
+  field f;
+  f.key = key;
+  f.set = [key, member](train_config& c, const toml::value& v) {
+    if constexpr (std::is_same_v<M, std::string>) {
+      if (v.type != toml::kind::string) type_error(key, "a string", v);
+      c.*member = v.string;
+    } else if constexpr (std::is_same_v<M, bool>) {
+      if (v.type != toml::kind::boolean) type_error(key, "true or false", v);
+      c.*member = v.boolean;
+    } else if constexpr (std::is_same_v<M, double>) {
+      c.*member = as_float(key, v);
+    } else if constexpr (std::is_same_v<M, std::vector<double>>) {
+      if (v.type != toml::kind::array) type_error(key, "an array of numbers", v);
+      std::vector<double> out;
+      for (const auto& x : v.array) out.push_back(as_float(key, x));
+      c.*member = out;
+    } else if constexpr (std::is_same_v<M, std::vector<std::int64_t>>) {
+      if (v.type != toml::kind::array) type_error(key, "an array of integers", v);
+      std::vector<std::int64_t> out;
+      for (const auto& x : v.array) out.push_back(as_integer(key, x));
+      c.*member = out;
+    } else if constexpr (std::is_same_v<M, std::vector<std::string>>) {
+      if (v.type != toml::kind::array) type_error(key, "an array of strings", v);
+      std::vector<std::string> out;
+      for (const auto& x : v.array) {
+        if (x.type != toml::kind::string) type_error(key, "an array of strings", x);
+        out.push_back(x.string);
+      }
+      c.*member = out;
+    } else {
+      const std::int64_t x = as_integer(key, v);
+      GRPO_CHECK(x >= 0 || std::is_signed_v<M>, config_error, key, ": must be >= 0, got ", x);
+      c.*member = static_cast<M>(x);
+    }
+  };
+  f.get = [member](const train_config& c) -> std::string {
+    const M& x = c.*member;
+    if constexpr (std::is_same_v<M, std::string>) {
+      return toml::quote(x);
+    } else if constexpr (std::is_same_v<M, bool>) {
+      return x ? "true" : "false";
+    } else if constexpr (std::is_same_v<M, double>) {
+      return toml::format_float(x);
+    } else if constexpr (std::is_same_v<M, std::vector<double>> || std::is_same_v<M, std::vector<std::int64_t>> ||
+                         std::is_same_v<M, std::vector<std::string>>) {
+      std::string out = "[";
+      for (std::size_t i = 0; i < x.size(); ++i) {
+        if (i) out += ", ";
+        if constexpr (std::is_same_v<M, std::vector<double>>) out += toml::format_float(x[i]);
+        else if constexpr (std::is_same_v<M, std::vector<std::string>>) out += toml::quote(x[i]);
+        else out += std::to_string(x[i]);
+      }
+      return out + "]";
+    } else {
+      return std::to_string(x);
+    }
+  };
+  return f;
+}
+
+inline const std::vector<field>& fields() {
+  using c = train_config;
+  static const std::vector<field> all = {
+      make_field("seed", &c::seed),
+      make_field("output_dir", &c::output_dir),
+      make_field("max_steps", &c::max_steps),
+      make_field("learning_rate", &c::learning_rate),
+      make_field("lr_scheduler_type", &c::lr_scheduler_type),
+      make_field("warmup_ratio", &c::warmup_ratio),
+      make_field("max_grad_norm", &c::max_grad_norm),
+      make_field("adam_beta1", &c::adam_beta1),
+      make_field("adam_beta2", &c::adam_beta2),
+      make_field("adam_epsilon", &c::adam_epsilon),
+      make_field("weight_decay", &c::weight_decay),
+      make_field("num_generations", &c::num_generations),
+      make_field("per_device_train_batch_size", &c::per_device_train_batch_size),
+      make_field("gradient_accumulation_steps", &c::gradient_accumulation_steps),
+      make_field("max_completion_length", &c::max_completion_length),
+      make_field("temperature", &c::temperature),
+      make_field("top_p", &c::top_p),
+      make_field("top_k", &c::top_k),
+      make_field("beta", &c::beta),
+      make_field("kl_estimator", &c::kl_estimator),
+      make_field("epsilon", &c::epsilon),
+      make_field("epsilon_high", &c::epsilon_high),
+      make_field("delta", &c::delta),
+      make_field("loss_type", &c::loss_type),
+      make_field("scale_rewards", &c::scale_rewards),
+      make_field("num_iterations", &c::num_iterations),
+      make_field("importance_sampling_level", &c::importance_sampling_level),
+      make_field("mask_truncated_completions", &c::mask_truncated_completions),
+      make_field("dynamic_sampling", &c::dynamic_sampling),
+      make_field("reward_funcs", &c::reward_funcs),
+      make_field("reward_weights", &c::reward_weights),
+      make_field("logging_steps", &c::logging_steps),
+      make_field("save_steps", &c::save_steps),
+      make_field("threads", &c::threads),
+      make_field("task.name", &c::task),
+      make_field("task.data", &c::data),
+      make_field("task.answer_kind", &c::answer_kind),
+      make_field("task.min_digits", &c::min_digits),
+      make_field("task.max_digits", &c::max_digits),
+      make_field("task.operations", &c::operations),
+      make_field("task.heldout_size", &c::heldout_size),
+      make_field("model.hidden_size", &c::hidden_size),
+      make_field("model.intermediate_size", &c::intermediate_size),
+      make_field("model.num_hidden_layers", &c::num_hidden_layers),
+      make_field("model.num_attention_heads", &c::num_attention_heads),
+      make_field("model.num_key_value_heads", &c::num_key_value_heads),
+      make_field("model.max_position_embeddings", &c::max_position_embeddings),
+      make_field("model.init_std", &c::init_std),
+      make_field("model.init", &c::init),
+      make_field("sft.steps", &c::sft_steps),
+      make_field("sft.examples", &c::sft_examples),
+      make_field("sft.batch_size", &c::sft_batch_size),
+      make_field("sft.learning_rate", &c::sft_learning_rate),
+      make_field("sft.warmup_ratio", &c::sft_warmup_ratio),
+      make_field("sft.lr_scheduler_type", &c::sft_lr_scheduler_type),
+      make_field("eval.size", &c::eval_size),
+      make_field("eval.num_samples", &c::eval_num_samples),
+      make_field("eval.pass_k", &c::eval_pass_k),
+      make_field("eval.temperature", &c::eval_temperature),
+  };
+  return all;
+}
+
+inline const field& find_field(std::string_view key) {
+  for (const auto& f : fields())
+    if (f.key == key) return f;
+  std::string known;
+  for (const auto& f : fields()) known += (known.empty() ? "" : ", ") + f.key;
+  grpo::detail::fail<config_error>(key, ": unknown setting (known: ", known, ")");
+}
+
+}  // namespace detail
+
+/// Sets one field by its key ("learning_rate", "sft.steps", "model.hidden_size", ...).
+/// \throws config_error naming the key when it is unknown or the value has the wrong type.
+inline void set_value(train_config& config, std::string_view key, const toml::value& v) {
+  detail::find_field(key).set(config, v);
+}
+
+/// Applies `key=value` (value in TOML syntax, or a bare string), as `--set` does.
+/// \throws config_error naming "--set" when there is no '=', else as set_value.
+inline void apply_override(train_config& config, std::string_view assignment) {
+  const std::size_t eq = assignment.find('=');
+  GRPO_CHECK(eq != std::string_view::npos && eq > 0, config_error, "--set: expected key=value, got '", assignment,
+             "'");
+  set_value(config, assignment.substr(0, eq), toml::parse_override_value(assignment.substr(eq + 1)));
+}
+
+/// Applies every entry of a TOML document (unknown keys are errors naming the file and line).
+inline void apply(train_config& config, const toml::document& doc, std::string_view source) {
+  for (const auto& e : doc.entries) {
+    try {
+      set_value(config, e.key, e.item);
+    } catch (const config_error& ex) {
+      grpo::detail::fail<config_error>(source, ":", e.line, ": ", ex.what());
+    }
+  }
+}
+
+/// Reads a TOML file over the defaults.
+inline train_config load_config(const std::filesystem::path& path, train_config config = {}) {
+  std::ifstream in(path, std::ios::binary);
+  GRPO_CHECK(in.good(), io_error, path.string(), ": cannot open for reading");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  apply(config, toml::parse(text, path.string()), path.string());
+  return config;
+}
+
+/// The whole config as TOML (every field, top-level keys first, then one [section] each).
+inline std::string to_toml(const train_config& config) {
+  std::ostringstream out;
+  std::string section;
+  out << "# grpo effective config\n";
+  for (const auto& f : detail::fields()) {
+    const std::size_t dot = f.key.find('.');
+    const std::string s = dot == std::string::npos ? "" : f.key.substr(0, dot);
+    if (s != section) {
+      out << "\n[" << s << "]\n";
+      section = s;
+    }
+    out << (dot == std::string::npos ? f.key : f.key.substr(dot + 1)) << " = " << f.get(config) << "\n";
+  }
+  return out.str();
+}
+
+}  // namespace grpo::train

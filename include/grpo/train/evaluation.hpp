@@ -1,0 +1,101 @@
+// SPDX-License-Identifier: Apache-2.0
+// grpo/train/evaluation.hpp: held-out evaluation of a policy on a task: greedy accuracy, format
+// rate and pass@k by the unbiased estimator of Chen et al. 2021 ("Evaluating Large Language
+// Models Trained on Code", Eq. 1 and its numerically stable product form):
+//   pass@k = E_problems[ 1 - C(n - c, k) / C(n, k) ]  with n samples per problem, c correct,
+//   1 - prod_{i = n-c+1}^{n} (1 - k / i), and exactly 1 when n - c < k.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "grpo/error.hpp"
+#include "grpo/model/transformer.hpp"
+#include "grpo/tasks/rewards.hpp"
+#include "grpo/tasks/task.hpp"
+
+namespace grpo::train {
+
+/// Unbiased pass@k of one problem from n samples of which c are correct.
+/// \throws value_error naming "n", "c" or "k" unless 0 <= c <= n, 1 <= k <= n.
+inline double pass_at_k(std::int64_t n, std::int64_t c, std::int64_t k) {
+  GRPO_CHECK(n >= 1, value_error, "n: must be >= 1, got ", n);
+  GRPO_CHECK(c >= 0 && c <= n, value_error, "c: must be in [0, n] = [0, ", n, "], got ", c);
+  GRPO_CHECK(k >= 1 && k <= n, value_error, "k: must be in [1, n] = [1, ", n, "], got ", k);
+  if (n - c < k) return 1.0;
+  double all_wrong = 1.0;
+  for (std::int64_t i = n - c + 1; i <= n; ++i) all_wrong *= 1.0 - static_cast<double>(k) / static_cast<double>(i);
+  return 1.0 - all_wrong;
+}
+
+/// What evaluate() measures.
+struct eval_options {
+  std::int64_t problems = 200;          ///< first problems of the held-out split (clamped to its size)
+  std::int64_t max_new_tokens = 64;
+  std::int64_t num_samples = 0;         ///< n for pass@k; 0: greedy only
+  std::vector<std::int64_t> pass_k{};   ///< each in [1, num_samples]
+  double temperature = 1.0;             ///< of the pass@k samples
+  std::uint64_t seed = 0;
+};
+
+struct eval_result {
+  std::int64_t problems = 0;
+  double accuracy = 0.0;     ///< greedy
+  double format_rate = 0.0;  ///< greedy completions with the exact R1 format
+  std::vector<std::pair<std::int64_t, double>> pass_at{};  ///< (k, pass@k)
+};
+
+/// Greedy (and, with num_samples, sampled) completions of the held-out problems, scored by the
+/// task's checker exactly as the accuracy reward scores them (the prompt string passed as given).
+template <class T>
+eval_result evaluate(model::transformer<T>& policy, const tasks::task& task, const eval_options& options) {
+  GRPO_CHECK(options.problems >= 0, config_error, "problems: must be >= 0, got ", options.problems);
+  const auto count = std::min<std::int64_t>(options.problems, static_cast<std::int64_t>(task.heldout_size()));
+  const auto& tok = task.tokenizer();
+  std::vector<tasks::problem> problems;
+  std::vector<std::vector<token_id>> prompts;
+  for (std::int64_t i = 0; i < count; ++i) {
+    problems.push_back(task.heldout(static_cast<std::size_t>(i)));
+    prompts.push_back(tok.encode_prompt(problems.back().prompt));
+  }
+  eval_result result;
+  result.problems = count;
+  if (count == 0) return result;
+  const tasks::accuracy_reward accuracy(task);
+  const auto correct = [&](std::size_t i, const completion& c) {
+    const auto r = accuracy(problems[i].prompt, tok.decode(c.tokens));
+    return r && *r == 1.0;
+  };
+  sampling_options greedy;
+  greedy.temperature = 0.0;
+  greedy.max_new_tokens = options.max_new_tokens;
+  greedy.stop_tokens = {tok.eos_id()};
+  const auto out = policy.generate(prompts, greedy, options.seed, 1);
+  double hits = 0, formatted = 0;
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    hits += correct(i, out[i]) ? 1 : 0;
+    formatted += tasks::has_r1_format(tok.decode(out[i].tokens)) ? 1 : 0;
+  }
+  result.accuracy = hits / static_cast<double>(count);
+  result.format_rate = formatted / static_cast<double>(count);
+  if (options.num_samples > 0 && !options.pass_k.empty()) {
+    sampling_options sampled = greedy;
+    sampled.temperature = options.temperature;
+    const auto n = options.num_samples;
+    const auto samples = policy.generate(prompts, sampled, options.seed ^ 0x5eedULL, n);
+    std::vector<double> totals(options.pass_k.size(), 0.0);
+    for (std::int64_t i = 0; i < count; ++i) {
+      std::int64_t c = 0;
+      for (std::int64_t j = 0; j < n; ++j)
+        c += correct(static_cast<std::size_t>(i), samples[static_cast<std::size_t>(i * n + j)]) ? 1 : 0;
+      for (std::size_t q = 0; q < options.pass_k.size(); ++q) totals[q] += pass_at_k(n, c, options.pass_k[q]);
+    }
+    for (std::size_t q = 0; q < options.pass_k.size(); ++q)
+      result.pass_at.emplace_back(options.pass_k[q], totals[q] / static_cast<double>(count));
+  }
+  return result;
+}
+
+}  // namespace grpo::train

@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: Apache-2.0
+// grpo/train/metrics.hpp: what a run reports: one JSON object per step appended to a JSONL file
+// with veRL-style slash keys ("actor/pg_loss", "response_length/mean", ...), in insertion order,
+// NaN / Inf written as null (JSON has neither), and a one-line console progress with an ETA.
+// cmake/plot_metrics.py turns the JSONL into learning curves.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <ostream>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "grpo/detail/json.hpp"
+#include "grpo/error.hpp"
+#include "grpo/model/config.hpp"
+
+namespace grpo::train {
+
+/// The metrics of one step, in the order they were added.
+class metrics_record {
+ public:
+  void set(std::string key, double value) {
+    for (auto& [k, v] : values_)
+      if (k == key) {
+        v = value;
+        return;
+      }
+    values_.emplace_back(std::move(key), value);
+  }
+  /// The value of `key`, NaN when absent.
+  double get(std::string_view key) const {
+    for (const auto& [k, v] : values_)
+      if (k == key) return v;
+    return std::nan("");
+  }
+  bool contains(std::string_view key) const {
+    for (const auto& [k, v] : values_)
+      if (k == key) return true;
+    return false;
+  }
+  const std::vector<std::pair<std::string, double>>& values() const { return values_; }
+
+  /// One JSON object on one line (no newline); integers print without a fraction.
+  std::string to_json() const {
+    std::string out = "{";
+    for (std::size_t i = 0; i < values_.size(); ++i) {
+      const auto& [k, v] = values_[i];
+      out += (i ? ", " : "") + grpo::detail::json::quote(k) + ": ";
+      if (!std::isfinite(v)) out += "null";
+      else if (v == std::round(v) && std::fabs(v) < 1e15) out += std::to_string(static_cast<std::int64_t>(v));
+      else out += model::detail::json_number(v);
+    }
+    return out + "}";
+  }
+
+ private:
+  std::vector<std::pair<std::string, double>> values_;
+};
+
+/// Appends records to a JSONL file, flushed after each line so a killed run keeps its history.
+class metrics_writer {
+ public:
+  /// Opens `path` for appending (truncating unless `append`); io_error naming it on failure.
+  explicit metrics_writer(const std::filesystem::path& path, bool append = false) : path_(path) {
+    if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
+    out_.open(path, append ? std::ios::app : std::ios::trunc);
+    GRPO_CHECK(out_.good(), io_error, path.string(), ": cannot open for writing");
+  }
+  void write(const metrics_record& record) {
+    out_ << record.to_json() << '\n';
+    out_.flush();
+    GRPO_CHECK(out_.good(), io_error, path_.string(), ": write failed");
+  }
+
+ private:
+  std::filesystem::path path_;
+  std::ofstream out_;
+};
+
+/// "1h02m", "3m07s" or "12s".
+inline std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const auto s = static_cast<std::int64_t>(std::llround(seconds));
+  std::ostringstream out;
+  if (s >= 3600) out << s / 3600 << "h" << (s % 3600) / 60 / 10 << (s % 3600) / 60 % 10 << "m";
+  else if (s >= 60) out << s / 60 << "m" << (s % 60) / 10 << (s % 60) % 10 << "s";
+  else out << s << "s";
+  return out.str();
+}
+
+/// "[phase] step 12/100 | key value | ... | 1.2s/step | ETA 1m46s": `keys` are (label, metric)
+/// pairs; absent or NaN metrics are skipped.
+inline std::string progress_line(std::string_view phase, std::int64_t step, std::int64_t total,
+                                 const metrics_record& record,
+                                 const std::vector<std::pair<std::string, std::string>>& keys,
+                                 double seconds_per_step) {
+  std::ostringstream out;
+  out << "[" << phase << "] step " << step << "/" << total;
+  out.setf(std::ios::fixed);
+  for (const auto& [label, key] : keys) {
+    const double v = record.get(key);
+    if (!std::isfinite(v)) continue;
+    out.precision(std::fabs(v) >= 100 ? 0 : std::fabs(v) >= 1 ? 2 : 3);
+    out << " | " << label << " " << v;
+  }
+  out.precision(2);
+  out << " | " << seconds_per_step << "s/step | ETA "
+      << format_duration(seconds_per_step * static_cast<double>(total - step));
+  return out.str();
+}
+
+}  // namespace grpo::train

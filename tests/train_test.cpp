@@ -1,0 +1,232 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <filesystem>
+#include <sstream>
+#include <string>
+
+#include "grpo/train/train.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using namespace grpo::train;
+
+grpo::model::transformer_config tiny_model() {
+  grpo::model::transformer_config c;
+  c.vocab_size = 5;
+  c.hidden_size = 4;
+  c.intermediate_size = 4;
+  c.num_hidden_layers = 1;
+  c.num_attention_heads = 2;
+  c.num_key_value_heads = 1;
+  return c;
+}
+
+train_config tiny_run(const std::filesystem::path& dir) {
+  train_config c;
+  c.output_dir = dir.string();
+  c.seed = 7;
+  c.threads = 2;
+  c.operations = "+";
+  c.min_digits = 1;
+  c.max_digits = 1;
+  c.heldout_size = 4;
+  c.hidden_size = 16;
+  c.intermediate_size = 32;
+  c.num_hidden_layers = 1;
+  c.num_attention_heads = 2;
+  c.num_key_value_heads = 1;
+  c.max_position_embeddings = 64;
+  c.sft_steps = 3;
+  c.sft_examples = 8;
+  c.sft_batch_size = 4;
+  c.max_steps = 3;
+  c.num_generations = 4;
+  c.per_device_train_batch_size = 4;
+  c.gradient_accumulation_steps = 2;
+  c.max_completion_length = 12;
+  c.beta = 0.04;
+  c.num_iterations = 2;
+  c.eval_size = 2;
+  c.eval_num_samples = 0;
+  return c;
+}
+
+std::filesystem::path fresh_dir(const std::string& name) {
+  const auto dir = std::filesystem::temp_directory_path() / ("grpo_train_test_" + name);
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
+}  // namespace
+
+TEST_CASE("adamw: one step matches the hand-worked update", "[train][optimizer]") {
+  grpo::model::parameters<double> w(tiny_model()), g(tiny_model());
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    w.data()[i] = 1.0;
+    g.data()[i] = 0.5;
+  }
+  adamw<double> opt(tiny_model(), {0.9, 0.999, 1e-8, 0.1});
+  opt.step(w, g, 0.1);
+  // m = 0.1 * 0.5 = 0.05, v = 0.001 * 0.25 = 0.00025; m_hat = 0.05 / 0.1 = 0.5, v_hat = 0.00025 / 0.001 = 0.25
+  // p = 1 * (1 - 0.1 * 0.1) - 0.1 * 0.5 / (0.5 + 1e-8) = 0.99 - 0.09999999800000004 = 0.89000000199999996
+  REQUIRE(w.data()[0] == Approx(0.890000002).epsilon(1e-12));
+  REQUIRE(opt.exp_avg().data()[3] == Approx(0.05));
+  REQUIRE(opt.exp_avg_sq().data()[3] == Approx(0.00025));
+  // Second step, g = 0.5 again: m = 0.9*0.05 + 0.05 = 0.095, v = 0.999*0.00025 + 0.00025 = 0.00049975
+  // m_hat = 0.095 / 0.19 = 0.5, v_hat = 0.00049975 / 0.001999 = 0.25 -> update 0.99999998
+  // p = 0.890000002 * 0.99 - 0.099999998 = 0.78110000 (0.88110000198 - 0.099999998)
+  opt.step(w, g, 0.1);
+  REQUIRE(w.data()[0] == Approx(0.88110000198 - 0.099999998).epsilon(1e-10));
+  REQUIRE(opt.steps() == 2);
+  REQUIRE_THROWS_AS(adamw<double>(tiny_model(), {1.0, 0.999, 1e-8, 0.0}), grpo::config_error);
+  grpo::testing::require_error([&] { adamw<double>(tiny_model(), {0.9, 0.999, 0.0, 0.0}); }, {"adam_epsilon"});
+}
+
+TEST_CASE("learning-rate schedules: warmup then cosine, linear, constant", "[train][schedule]") {
+  // 10 steps, warmup_ratio 0.2 -> ceil(2) = 2 warmup steps: lr 0, 0.5, then cosine over 8 steps.
+  REQUIRE(warmup_steps(0.2, 10) == 2);
+  REQUIRE(warmup_steps(0.15, 10) == 2);  // ceil(1.5)
+  REQUIRE(learning_rate_at(lr_scheduler::cosine, 1.0, 0.2, 10, 0) == 0.0);
+  REQUIRE(learning_rate_at(lr_scheduler::cosine, 1.0, 0.2, 10, 1) == Approx(0.5));
+  REQUIRE(learning_rate_at(lr_scheduler::cosine, 1.0, 0.2, 10, 2) == Approx(1.0));
+  // progress (6 - 2) / 8 = 0.5 -> 0.5 (1 + cos(pi/2)) = 0.5
+  REQUIRE(learning_rate_at(lr_scheduler::cosine, 1.0, 0.2, 10, 6) == Approx(0.5));
+  // progress 2/8 = 0.25 -> 0.5 (1 + cos(pi/4)) = 0.8535533905932737
+  REQUIRE(learning_rate_at(lr_scheduler::cosine, 1.0, 0.2, 10, 4) == Approx(0.8535533905932737));
+  REQUIRE(learning_rate_at(lr_scheduler::linear, 2.0, 0.2, 10, 6) == Approx(1.0));  // 2 * (1 - 0.5)
+  REQUIRE(learning_rate_at(lr_scheduler::constant, 2.0, 0.2, 10, 9) == 2.0);
+  REQUIRE(learning_rate_at(lr_scheduler::constant, 2.0, 0.0, 10, 0) == 2.0);
+  grpo::testing::require_error([] { learning_rate_at(lr_scheduler::cosine, 1.0, 1.5, 10, 0); }, {"warmup_ratio"});
+  grpo::testing::require_error([] { parse_lr_scheduler("polynomial"); }, {"lr_scheduler_type"});
+}
+
+TEST_CASE("clip_grad_norm: global L2 norm, PyTorch scaling", "[train][clip]") {
+  std::vector<double> g{3.0, 4.0};
+  // norm 5 > 1: scale 1 / (5 + 1e-6)
+  REQUIRE(clip_grad_norm(std::span<double>(g), 1.0) == Approx(5.0));
+  REQUIRE(g[0] == Approx(3.0 / (5.0 + 1e-6)));
+  REQUIRE(g[1] == Approx(4.0 / (5.0 + 1e-6)));
+  std::vector<double> small{0.3, 0.4};
+  REQUIRE(clip_grad_norm(std::span<double>(small), 1.0) == Approx(0.5));
+  REQUIRE(small[0] == 0.3);
+  std::vector<double> bad{1.0, std::nan("")};
+  grpo::testing::require_error([&] { clip_grad_norm(std::span<double>(bad), 1.0); }, {"grads"});
+}
+
+TEST_CASE("pass_at_k: the unbiased estimator of Chen et al. 2021", "[train][eval]") {
+  REQUIRE(pass_at_k(4, 0, 1) == 0.0);
+  REQUIRE(pass_at_k(4, 4, 4) == 1.0);
+  REQUIRE(pass_at_k(4, 1, 1) == Approx(0.25));  // c / n
+  // n=4, c=1, k=2: 1 - C(3,2)/C(4,2) = 1 - 3/6 = 0.5
+  REQUIRE(pass_at_k(4, 1, 2) == Approx(0.5));
+  // n=5, c=2, k=2: 1 - C(3,2)/C(5,2) = 1 - 3/10 = 0.7
+  REQUIRE(pass_at_k(5, 2, 2) == Approx(0.7));
+  REQUIRE(pass_at_k(5, 4, 2) == 1.0);  // n - c = 1 < k
+  grpo::testing::require_error([] { pass_at_k(4, 5, 1); }, {"c:"});
+  grpo::testing::require_error([] { pass_at_k(4, 1, 5); }, {"k:"});
+  grpo::testing::require_error([] { pass_at_k(0, 0, 1); }, {"n:"});
+}
+
+TEST_CASE("toml: the subset parser and its errors", "[train][toml]") {
+  const auto doc = toml::parse(
+      "# comment\nseed = 3\nlearning_rate = 1e-3 # trailing\nname = \"a\\\"b\"\n\n[sft]\nsteps = 1_000\n"
+      "flag = true\nweights = [1.0, 0.5, 2]\nlit = 'x y'\n",
+      "t.toml");
+  REQUIRE(doc.entries.size() == 7);
+  REQUIRE(doc.find("seed")->item.integer == 3);
+  REQUIRE(doc.find("learning_rate")->item.floating == 1e-3);
+  REQUIRE(doc.find("name")->item.string == "a\"b");
+  REQUIRE(doc.find("sft.steps")->item.integer == 1000);
+  REQUIRE(doc.find("sft.flag")->item.boolean);
+  REQUIRE(doc.find("sft.weights")->item.array.size() == 3);
+  REQUIRE(doc.find("sft.lit")->item.string == "x y");
+  grpo::testing::require_error([] { toml::parse("a = 1\nb = \"x\n", "f.toml"); }, {"f.toml:2: unterminated string"});
+  grpo::testing::require_error([] { toml::parse("a = 1\na = 2\n", "f.toml"); }, {"f.toml:2: 'a' is defined twice"});
+  grpo::testing::require_error([] { toml::parse("a.b = 1\n", "f.toml"); }, {"f.toml:1: dotted keys"});
+  grpo::testing::require_error([] { toml::parse("[s\n", "f.toml"); }, {"f.toml:1: expected ']'"});
+  grpo::testing::require_error([] { toml::parse("a = word\n", "f.toml"); }, {"strings must be quoted"});
+  grpo::testing::require_error([] { toml::parse("a = 1 2\n", "f.toml"); }, {"unexpected text"});
+  grpo::testing::require_error([] { toml::parse("a = {x = 1}\n", "f.toml"); }, {"inline tables"});
+}
+
+TEST_CASE("train_config: TOML round trip, overrides and errors", "[train][config]") {
+  train_config c;
+  apply_override(c, "learning_rate=5e-4");
+  apply_override(c, "task.name=countdown");
+  apply_override(c, "sft.steps=12");
+  apply_override(c, "reward_weights=[1, 0.25]");
+  REQUIRE(c.learning_rate == 5e-4);
+  REQUIRE(c.task == "countdown");
+  REQUIRE(c.sft_steps == 12);
+  REQUIRE(c.reward_weights == std::vector<double>{1.0, 0.25});
+  train_config back;
+  apply(back, toml::parse(to_toml(c), "x"), "x");
+  REQUIRE(to_toml(back) == to_toml(c));
+  REQUIRE(back.learning_rate == c.learning_rate);
+  grpo::testing::require_error([&] { apply_override(c, "bogus=1"); }, {"bogus: unknown setting"});
+  grpo::testing::require_error([&] { apply_override(c, "max_steps=\"x\""); }, {"max_steps: expected an integer"});
+  grpo::testing::require_error([&] { apply_override(c, "nothing"); }, {"--set"});
+  grpo::testing::require_error([&] { apply(c, toml::parse("\n\nbeta = true\n", "c.toml"), "c.toml"); }, {"c.toml:3: beta"});
+  train_config bad;
+  bad.num_generations = 3;
+  grpo::testing::require_error([&] { bad.validate(); }, {"num_generations"});
+  bad = {};
+  bad.reward_weights = {1.0};
+  grpo::testing::require_error([&] { bad.validate(); }, {"reward_weights"});
+}
+
+TEST_CASE("metrics: JSONL line with slash keys in order, NaN as null", "[train][metrics]") {
+  metrics_record m;
+  m.set("step", 3);
+  m.set("actor/pg_loss", 0.25);
+  m.set("critic/score/std", std::nan(""));
+  REQUIRE(m.to_json() == "{\"step\": 3, \"actor/pg_loss\": 0.25, \"critic/score/std\": null}");
+  REQUIRE(format_duration(125) == "2m05s");
+  REQUIRE(progress_line("grpo", 5, 10, m, {{"loss", "actor/pg_loss"}}, 2.0) ==
+          "[grpo] step 5/10 | loss 0.250 | 2.00s/step | ETA 10s");
+}
+
+TEST_CASE("checkpoint: atomic directory replace and round trip", "[train][checkpoint]") {
+  const auto dir = fresh_dir("ckpt");
+  write_checkpoint_directory(dir / "c", {{"a.txt", "one"}});
+  write_checkpoint_directory(dir / "c", {{"a.txt", "two"}, {"b.txt", "x"}});
+  REQUIRE(read_text_file(dir / "c" / "a.txt") == "two");
+  REQUIRE(!std::filesystem::exists(dir / ".c.tmp"));
+  REQUIRE(!std::filesystem::exists(dir / ".c.old"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("trainer: a run stopped and resumed ends bit-identical, and metrics carry the keys", "[train][resume]") {
+  const auto full_dir = fresh_dir("full"), split_dir = fresh_dir("split");
+  trainer<float> full(tiny_run(full_dir));
+  metrics_writer metrics(full_dir / "metrics.jsonl");
+  REQUIRE(full.run(&metrics).has_value());
+  for (const std::int64_t stop : {2, 4}) {  // in the SFT phase, and in the GRPO phase
+    std::filesystem::remove_all(split_dir);
+    {
+      trainer<float> first(tiny_run(split_dir));
+      REQUIRE(!first.run(nullptr, stop).has_value());
+      REQUIRE(first.global_step() == stop);
+    }
+    const auto config = load_config(split_dir / "checkpoint" / "config.toml");
+    trainer<float> second(config);
+    second.load_checkpoint(split_dir / "checkpoint");
+    REQUIRE(second.global_step() == stop);
+    REQUIRE(second.run().has_value());
+    REQUIRE(second.model().weights() == full.model().weights());
+  }
+  const std::string line = [&] {
+    std::ifstream in(full_dir / "metrics.jsonl");
+    std::string l, last;
+    while (std::getline(in, l)) last = l;
+    return last;
+  }();
+  for (const char* key : {"\"actor/pg_loss\"", "\"actor/kl\"", "\"actor/entropy\"", "\"actor/pg_clipfrac\"",
+                          "\"actor/grad_norm\"", "\"critic/score/mean\"", "\"reward/accuracy/mean\"",
+                          "\"reward/format/std\"", "\"accuracy\"", "\"format_rate\"", "\"response_length/mean\"",
+                          "\"response_length/max\"", "\"response_length/clip_ratio\"", "\"frac_reward_zero_std\"",
+                          "\"perf/rollout_tokens_per_s\"", "\"perf/train_tokens_per_s\"", "\"lr\"", "\"step\""})
+    REQUIRE(line.find(key) != std::string::npos);
+  std::filesystem::remove_all(full_dir);
+  std::filesystem::remove_all(split_dir);
+}
