@@ -42,6 +42,7 @@ class GrpoConan(ConanFile):
         toolchain = CMakeToolchain(self)
         toolchain.cache_variables["GRPO_BUILD_TESTS"] = False
         toolchain.cache_variables["GRPO_BUILD_CLI"] = False
+        toolchain.cache_variables["GRPO_BUILD_EXAMPLES"] = False
         toolchain.cache_variables["GRPO_WITH_TORCH"] = bool(self.options.with_torch)
         toolchain.cache_variables["GRPO_WITH_CUDA"] = bool(self.options.with_cuda)
         toolchain.generate()

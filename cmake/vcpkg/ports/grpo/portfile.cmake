@@ -15,6 +15,7 @@ vcpkg_cmake_configure(
   OPTIONS
     -DGRPO_BUILD_TESTS=OFF
     -DGRPO_BUILD_CLI=OFF
+    -DGRPO_BUILD_EXAMPLES=OFF
     ${feature_options})
 vcpkg_cmake_install()
 vcpkg_cmake_config_fixup(PACKAGE_NAME grpo CONFIG_PATH share/grpo)
