@@ -149,7 +149,8 @@ int main(int argc, char** argv) try {
     for (std::size_t i = 0; i < window; ++i) total += *(first + static_cast<std::ptrdiff_t>(i));
     return total / static_cast<double>(window);
   };
-  const double first = mean_of(mean_rewards.begin()), last = mean_of(mean_rewards.end() - static_cast<std::ptrdiff_t>(window));
+  const double first = mean_of(mean_rewards.begin());
+  const double last = mean_of(mean_rewards.end() - static_cast<std::ptrdiff_t>(window));
   std::printf("mean reward: first %zu steps %.3f, last %zu steps %.3f\n", window, first, window, last);
   if (o.check && !(last >= first + 0.5)) {
     std::fprintf(stderr, "check failed: the reward rose by %.3f, expected at least 0.5\n", last - first);

@@ -25,6 +25,9 @@
 //   Optional: stop_gradient(b, t) -> tensor, the values of t as a constant of differentiation, for
 //   backends whose operations are differentiated (LibTorch: detach); algorithms use it where a
 //   formula holds a differentiable input constant, and the identity when a backend lacks it.
+//   Optional: count_not_finite(b, t) and count_not_binary(b, t) -> std::int64_t, the number of
+//   elements that are NaN or +-Inf, and that are neither 0 nor 1, counted where t lives; the
+//   input checks (validate.hpp) use them to skip downloading a valid tensor to the host.
 // }
 //
 // concept logits_backend<B> refines it with the row-wise softmax primitives that need one pass

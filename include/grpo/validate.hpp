@@ -1,11 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 // grpo/validate.hpp: the input checks every algorithm runs at its entry point, before computing.
 // Each names the argument and says what is wrong, so a bad batch fails loudly instead of turning
-// into a silent NaN several steps later. The checks read values on the host (one download per
-// checked tensor), which is why they happen once per call and never inside loops.
+// into a silent NaN several steps later. A backend that counts the offending elements where its
+// tensors live (the optional hooks count_not_finite and count_not_binary, see backend.hpp) is
+// asked first, so a valid tensor costs one reduction and no copy; otherwise, and to name the
+// first bad element, the values are read on the host. Either way the checks run once per call,
+// never inside loops.
 #pragma once
 
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <string_view>
 
@@ -26,9 +30,22 @@ void expect_rank(const tensor<B>& t, int rank, std::string_view name) {
              to_string(t.shape()));
 }
 
+template <class B>
+concept counts_not_finite = requires(const B& b, const typename B::tensor_type& t) {
+  { count_not_finite(b, t) } -> std::convertible_to<std::int64_t>;
+};
+
+template <class B>
+concept counts_not_binary = requires(const B& b, const typename B::tensor_type& t) {
+  { count_not_binary(b, t) } -> std::convertible_to<std::int64_t>;
+};
+
 /// Every element finite (no NaN, no Inf).
 template <tensor_backend B>
 void expect_finite(const tensor<B>& t, std::string_view name) {
+  if constexpr (counts_not_finite<B>) {
+    if (count_not_finite(t.backend(), t.raw()) == 0) return;
+  }
   const auto values = t.to_host();
   for (std::size_t i = 0; i < values.size(); ++i)
     GRPO_CHECK(std::isfinite(values[i]), value_error, name, ": element ", i, " is ", values[i],
@@ -38,6 +55,9 @@ void expect_finite(const tensor<B>& t, std::string_view name) {
 /// Every element exactly 0 or 1.
 template <tensor_backend B>
 void expect_mask(const tensor<B>& t, std::string_view name) {
+  if constexpr (counts_not_binary<B>) {
+    if (count_not_binary(t.backend(), t.raw()) == 0) return;
+  }
   const auto values = t.to_host();
   for (std::size_t i = 0; i < values.size(); ++i)
     GRPO_CHECK(values[i] == 0.0 || values[i] == 1.0, value_error, name, ": element ", i, " is ", values[i],

@@ -13,6 +13,7 @@
 
 #include "grpo/reference_backend.hpp"
 #include "grpo/tensor.hpp"
+#include "grpo/validate.hpp"
 #include "test_support.hpp"
 #include "torch_support.hpp"
 
@@ -455,4 +456,24 @@ TEST_CASE("libtorch backend: tensors stay on their CUDA device", "[torch][backen
                                   .logprob),
                 1e-6, 1e-6);
   require_error([&] { (void)gather(b, sum_rows(b, t), ids); }, {"gather", "index 3 out of range [0, 3)"});
+}
+
+TEST_CASE("libtorch backend: the counting hooks count on the device and the checks still name the element",
+          "[torch][backend][validate]") {
+  const libtorch::backend b{.dtype = at::kDouble};
+  constexpr double not_a_number = std::numeric_limits<double>::quiet_NaN();
+  constexpr double infinity = std::numeric_limits<double>::infinity();
+  const auto values =
+      at::tensor(std::vector<double>{0.0, 1.0, not_a_number, infinity, -infinity, 0.5, 1.0, -0.0}, at::kDouble);
+  CHECK(libtorch::count_not_finite(b, values) == 3);
+  CHECK(libtorch::count_not_binary(b, values) == 4);  // nan, inf, -inf, 0.5; -0.0 == 0 is binary
+  CHECK(libtorch::count_not_finite(b, at::zeros({0}, at::kDouble)) == 0);
+  static_assert(grpo::detail::counts_not_finite<libtorch::backend>);
+  static_assert(grpo::detail::counts_not_binary<libtorch::backend>);
+  grpo::detail::expect_finite(libtorch::wrap(b, at::ones({3, 2}, at::kFloat)), "x");
+  grpo::detail::expect_mask(libtorch::wrap(b, at::tensor(std::vector<double>{0.0, 1.0, -0.0}, at::kDouble)), "mask");
+  require_error([&] { grpo::detail::expect_finite(libtorch::wrap(b, values), "logits"); },
+                             {"logits: element 2 is nan"});
+  require_error([&] { grpo::detail::expect_mask(libtorch::wrap(b, values), "mask"); },
+                             {"mask: element 2 is nan", "must be 0 or 1"});
 }

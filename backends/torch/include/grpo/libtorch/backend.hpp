@@ -144,6 +144,17 @@ inline shape shape_of(const backend&, const at::Tensor& t) { return detail::shap
 /// The concept's optional stop-gradient hook: the values of t, cut from the autograd graph.
 inline at::Tensor stop_gradient(const backend&, const at::Tensor& t) { return t.detach(); }
 
+/// The concept's optional counting hooks (validate.hpp): the elements that are NaN or +-Inf, and that are neither 0
+/// nor 1, counted on t's device, so that checking a valid CUDA tensor copies nothing to the host.
+inline std::int64_t count_not_finite(const backend&, const at::Tensor& t) {
+  const at::NoGradGuard no_grad;
+  return at::isfinite(t).logical_not().sum().item<std::int64_t>();
+}
+inline std::int64_t count_not_binary(const backend&, const at::Tensor& t) {
+  const at::NoGradGuard no_grad;
+  return t.ne(0).logical_and(t.ne(1)).sum().item<std::int64_t>();
+}
+
 /// Host doubles -> a tensor on b.device in b.dtype (always a copy).
 inline at::Tensor upload(const backend& b, std::span<const double> host, shape s) {
   detail::check_shape(s, "upload");
