@@ -24,6 +24,7 @@
 
 #include "grpo/advantages.hpp"
 #include "grpo/aggregation.hpp"
+#include "grpo/concepts.hpp"
 #include "grpo/config.hpp"
 #include "grpo/detail/json.hpp"
 #include "grpo/distillation.hpp"
@@ -108,7 +109,36 @@ class trainer {
         log_(log),
         comm_(comm != nullptr ? comm : &single_) {
     state_.data_rng.seed(detail::mix(config_.seed, 2));
+    for (std::size_t q = 0; q < config_.reward_funcs.size(); ++q) {
+      const std::string& name = config_.reward_funcs[q];
+      tasks::reward_fn f;
+      if (name == "accuracy") f = tasks::accuracy_reward(*task_);
+      else f = tasks::format_reward{};
+      rewards_.push_back({name, config_.reward_weights[q], std::move(f)});
+    }
   }
+
+  /// Replaces the configured reward functions (config().reward_funcs / reward_weights) with
+  /// `parts`: each GRPO step scores a completion by sum_i weight_i * part_i (NaN, so advantage 0
+  /// and out of its group's statistics, when a part is unscorable) and logs each part under
+  /// "reward/<name>/mean" and "/std". Accuracy and format are still measured for the metrics.
+  /// Call before run(); a checkpoint does not record the functions, so a resumed run must set
+  /// them again. \throws config_error as tasks::weighted_sum (no parts, an empty or repeated
+  /// name, a non-finite weight, an empty function).
+  void set_rewards(std::vector<tasks::named_reward> parts) {
+    tasks::weighted_sum check(parts);
+    rewards_ = std::move(parts);
+  }
+
+  /// One user reward function (anything satisfying grpo::reward_function) as the only reward,
+  /// logged under "reward/<name>/...".
+  template <reward_function F>
+  void set_reward(std::string name, F f) {
+    set_rewards({{std::move(name), 1.0, tasks::reward_fn(std::move(f))}});
+  }
+
+  /// The reward functions GRPO optimizes.
+  const std::vector<tasks::named_reward>& rewards() const { return rewards_; }
 
   const train_config& config() const { return config_; }
   const tasks::task& task() const { return *task_; }
@@ -242,7 +272,7 @@ class trainer {
     const tasks::accuracy_reward accuracy(*task_);
     const tasks::format_reward format;
     std::vector<double> scores(static_cast<std::size_t>(rows)), acc(scores.size()), fmt(scores.size());
-    std::vector<std::vector<double>> parts(config_.reward_funcs.size(), std::vector<double>(scores.size()));
+    std::vector<std::vector<double>> parts(rewards_.size(), std::vector<double>(scores.size()));
     double length_sum = 0, length_max = 0, truncated = 0, rollout_tokens = 0;
     for (std::int64_t r = 0; r < rows; ++r) {
       const auto ru = static_cast<std::size_t>(r);
@@ -253,9 +283,9 @@ class trainer {
       acc[ru] = a ? *a : std::nan("");
       fmt[ru] = *f;
       double total = 0;
-      for (std::size_t q = 0; q < config_.reward_funcs.size(); ++q) {
-        parts[q][ru] = config_.reward_funcs[q] == "accuracy" ? acc[ru] : fmt[ru];
-        total += config_.reward_weights[q] * parts[q][ru];
+      for (std::size_t q = 0; q < rewards_.size(); ++q) {
+        parts[q][ru] = grpo::score(rewards_[q].function, prompt, text);
+        total += rewards_[q].weight * parts[q][ru];
       }
       scores[ru] = total;
       const auto len = static_cast<double>(sampled[ru].tokens.size());
@@ -272,9 +302,15 @@ class trainer {
     // Rows that train: all, or with dynamic sampling those of groups whose scores differ.
     std::vector<std::size_t> kept;
     for (std::int64_t k = 0; k < prompts_n; ++k) {
+      // Unscorable (NaN) rows carry no signal: a group varies when two scorable rows differ.
       bool varied = false;
-      for (std::int64_t j = 1; j < g; ++j)
-        varied = varied || scores[static_cast<std::size_t>(k * g + j)] != scores[static_cast<std::size_t>(k * g)];
+      std::optional<double> first;
+      for (std::int64_t j = 0; j < g; ++j) {
+        const double x = scores[static_cast<std::size_t>(k * g + j)];
+        if (std::isnan(x)) continue;
+        if (!first) first = x;
+        varied = varied || x != *first;
+      }
       for (std::int64_t j = 0; j < g; ++j)
         if (varied || !config_.dynamic_sampling) kept.push_back(static_cast<std::size_t>(k * g + j));
     }
@@ -340,6 +376,7 @@ class trainer {
                                        config_.warmup_ratio, std::max<std::int64_t>(1, config_.max_steps), state_.step);
     policy_loss_metrics total{};
     double loss = 0, first_loss = 0, norm = 0, train_tokens = 0;
+    double logprob_diff_max = 0, logprob_diff_sum = 0, logprob_diff_n = 0;
     const auto t1 = std::chrono::steady_clock::now();
     for (std::int64_t it = 0; it < config_.num_iterations && !chunks.empty(); ++it) {
       grads_.set_zero();
@@ -363,6 +400,20 @@ class trainer {
         const auto result = policy_loss_from_logits(logits, make_index(b, ids, shape::vector(r * t)),
                                                     config_.temperature, in, po, den, grad);
         model_.backward(std::span<const T>(grad.data), grads_);
+        if (it == 0) {
+          // The trainer's log-probs before any update must be the sampler's (same weights, same
+          // temperature): a mismatch would bias every ratio and advantage-weighted gradient.
+          const auto lp = result.tokens.logprobs.to_host();
+          for (std::size_t i = 0; i < sb.rows(); ++i) {
+            const auto& behaviour = sampled[chunk_rows[c][i]].full_logprobs;
+            for (std::size_t j = 0; j < behaviour.size(); ++j) {
+              const double d = std::abs(lp[i * static_cast<std::size_t>(t) + j] - behaviour[j]);
+              logprob_diff_max = std::max(logprob_diff_max, d);
+              logprob_diff_sum += d;
+              logprob_diff_n += 1;
+            }
+          }
+        }
         loss += result.policy.loss.item();
         const auto& pm = result.policy.metrics;
         total.pg_loss += pm.pg_loss;
@@ -392,12 +443,14 @@ class trainer {
     m.set("actor/pg_clipfrac_lower", total.clip_fraction_low);
     m.set("actor/ratio_mean", total.ratio_mean);
     m.set("actor/grad_norm", norm);
+    m.set("rollout/logprob_diff_max", logprob_diff_max);
+    m.set("rollout/logprob_diff_mean", logprob_diff_n > 0 ? logprob_diff_sum / logprob_diff_n : 0.0);
     m.set("critic/score/mean", adv.reward_mean);
     m.set("critic/score/std", adv.reward_std);
     for (std::size_t q = 0; q < parts.size(); ++q) {
       const auto [mean, std] = mean_std(parts[q]);
-      m.set("reward/" + config_.reward_funcs[q] + "/mean", mean);
-      m.set("reward/" + config_.reward_funcs[q] + "/std", std);
+      m.set("reward/" + rewards_[q].name + "/mean", mean);
+      m.set("reward/" + rewards_[q].name + "/std", std);
     }
     m.set("accuracy", mean_std(acc).first);
     m.set("format_rate", mean_std(fmt).first);
@@ -504,6 +557,7 @@ class trainer {
   std::unique_ptr<tasks::task> task_;
   model::transformer<T> model_;
   std::optional<model::transformer<T>> reference_;
+  std::vector<tasks::named_reward> rewards_;
   adamw<T> optimizer_;
   model::parameters<T> grads_;
   trainer_state state_;

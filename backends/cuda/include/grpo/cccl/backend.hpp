@@ -4,10 +4,12 @@
 // compiler), so the same code is tested without a GPU. Every concept operation is one or two Thrust algorithms
 // on the backend's policy (CUDA: par_nosync on the caller's stream; no synchronisation but downloads), with
 // the reference backend's arithmetic (double, rounded once); under CUDA the row-wise softmax primitives run
-// as the fused kernels of kernels/ (fp32 accumulation). Algorithms reach it only through the concept.
+// as the fused kernels of kernels/ (fp32 accumulation), and on the host for float as host_rows.hpp's vectorized
+// fp32 kernels. Algorithms reach it only through the concept.
 #pragma once
 
 #include <thrust/binary_search.h>
+#include <thrust/count.h>
 #include <thrust/fill.h>
 #include <thrust/for_each.h>
 #include <thrust/functional.h>
@@ -40,6 +42,8 @@
 
 #include "grpo/cccl/kernels/divergence.cuh"
 #include "grpo/cccl/kernels/softmax.cuh"
+#else
+#include "grpo/cccl/host_rows.hpp"
 #endif
 
 namespace grpo::cccl {
@@ -227,6 +231,28 @@ device_tensor<T> upload(const backend<T>& b, std::span<const double> host, shape
   auto out = detail::allocate(b, s);
   detail::bytes_to_device(*b.workspace(), out.data.data(), values.data(), values.size() * sizeof(T));
   return out;
+}
+
+/// The concept's optional counting hooks (validate.hpp): one reduction where t lives, so checking a valid tensor
+/// copies nothing to the host. A synchronisation point, as every check is.
+template <class T>
+std::int64_t count_not_finite(const backend<T>& b, const device_tensor<T>& t) {
+  std::int64_t count = 0;
+  detail::run("count_not_finite", [&] {
+    count = thrust::count_if(execution_policy(*b.workspace()), t.data.data(), t.data.data() + t.data.size(),
+                             fn::not_finite<T>{});
+  });
+  return count;
+}
+
+template <class T>
+std::int64_t count_not_binary(const backend<T>& b, const device_tensor<T>& t) {
+  std::int64_t count = 0;
+  detail::run("count_not_binary", [&] {
+    count = thrust::count_if(execution_policy(*b.workspace()), t.data.data(), t.data.data() + t.data.size(),
+                             fn::not_binary<T>{});
+  });
+  return count;
 }
 
 /// A synchronisation point: waits for the stream, then reports any error device code recorded.
@@ -478,6 +504,12 @@ softmax_row_stats<device_tensor<T>> row_softmax_stats(const backend<T>& b, const
         "row_softmax_stats");
     return out;
   }
+#else
+  if constexpr (std::is_same_v<T, float>) {
+    host_rows::softmax_stats(z.data.data(), ids.data.data(), rows, vocab, inv_temperature, out.lse.data.data(),
+                             out.entropy.data.data(), out.logprob.data.data(), slot);
+    return out;
+  }
 #endif
   detail::run("row_softmax_stats", [&] {
     thrust::for_each_n(
@@ -506,6 +538,12 @@ void row_softmax_backward(const backend<T>& b, const device_tensor<T>& z, const 
                                                  lse.data.data(), entropy.data.data(), g_logprob.data.data(),
                                                  g_entropy.data.data(), out.data.data(), b.stream()),
                        "row_softmax_backward");
+    return;
+  }
+#else
+  if constexpr (std::is_same_v<T, float>) {
+    host_rows::softmax_backward(z.data.data(), ids.data.data(), rows, vocab, inv_temperature, lse.data.data(),
+                                entropy.data.data(), g_logprob.data.data(), g_entropy.data.data(), out.data.data());
     return;
   }
 #endif

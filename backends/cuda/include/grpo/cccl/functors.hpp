@@ -263,6 +263,20 @@ struct unreverse_affine {
   GRPO_CCCL_HOST_DEVICE T operator()(std::int64_t i) const { return static_cast<T>(scanned[n - 1 - i].a); }
 };
 
+/// The elements the input checks reject (backend.hpp count_not_finite / count_not_binary).
+template <class T>
+struct not_finite {
+  GRPO_CCCL_HOST_DEVICE bool operator()(T x) const { return !detail::is_finite_value(static_cast<double>(x)); }
+};
+
+template <class T>
+struct not_binary {
+  GRPO_CCCL_HOST_DEVICE bool operator()(T x) const {
+    const double v = static_cast<double>(x);
+    return !(v == 0.0 || v == 1.0);
+  }
+};
+
 }  // namespace fn
 }  // namespace GRPO_CCCL_SYSTEM_NAMESPACE
 }  // namespace grpo::cccl
