@@ -22,7 +22,7 @@ std::vector<isa> instruction_sets() {
   return out;
 }
 
-// Shapes that are no multiple of any tile (mr 4, nr 8/16, mc 64, kc 256) and rows long enough to
+// Shapes that are no multiple of any tile (mr 4/6, nr 8/16, mc 72, kc 256) and rows long enough to
 // cross the k-blocking of the weight-gradient products (330 fed tokens > kc).
 transformer_config odd_config(bool tied, bool bias) {
   transformer_config c;
@@ -104,6 +104,51 @@ TEST_CASE("model kernels: blocked matrix product against plain loops", "[model][
             }
     }
   }
+}
+
+TEST_CASE("model kernels: float products on odd shapes against plain loops", "[model][kernels]") {
+  // Every edge of the float register tiles (mr 4 or 6, nr 8 or 16): 1 x 1, rows and columns past
+  // one tile, k of 1, 3 and past kc = 256. Bound: an fma chain of k terms errs by at most
+  // (k + 1) u sum |a b| (u = 2^-24), one more u for the accumulate add. On AVX2 the bits are also
+  // exactly those of scalar fma chains from 0, one per k-block of gemm_kc, added to c in order.
+  thread_pool pool(2);
+  for (const isa kernels : instruction_sets())
+    for (const auto& [m, n] : std::vector<std::array<std::ptrdiff_t, 2>>{{1, 1}, {5, 17}, {7, 33}})
+      for (const std::ptrdiff_t k : {1, 3, 257})
+        for (const bool a_transposed : {false, true})
+          for (const bool accumulate : {false, true})
+            for (thread_pool* p : {static_cast<thread_pool*>(nullptr), &pool}) {
+              const auto a_values = uniform(static_cast<std::size_t>(m * k), -1.0, 1.0, 11);
+              const auto b_values = uniform(static_cast<std::size_t>(k * n), -1.0, 1.0, 12);
+              const auto c_values = uniform(static_cast<std::size_t>(m * n), -1.0, 1.0, 13);
+              const std::vector<float> a_data(a_values.begin(), a_values.end()),
+                  b_data(b_values.begin(), b_values.end()), c_start(c_values.begin(), c_values.end());
+              const matrix_view<float> a = a_transposed ? matrix_view<float>{a_data.data(), 1, m}
+                                                        : matrix_view<float>{a_data.data(), k, 1};
+              const matrix_view<float> b{b_data.data(), n, 1};
+              std::vector<float> c = c_start;
+              gemm_scratch<float> scratch;
+              gemm(p, kernels, scratch, m, n, k, a, b, c.data(), n, accumulate);
+              for (std::ptrdiff_t i = 0; i < m; ++i)
+                for (std::ptrdiff_t j = 0; j < n; ++j) {
+                  const auto at = static_cast<std::size_t>(i * n + j);
+                  double exact = accumulate ? static_cast<double>(c_start[at]) : 0.0, magnitude = std::abs(exact);
+                  float chained = c_start[at];
+                  for (std::ptrdiff_t k0 = 0; k0 < k; k0 += model::detail::gemm_kc) {
+                    float chain = 0.0f;
+                    for (std::ptrdiff_t q = k0; q < std::min(k, k0 + model::detail::gemm_kc); ++q) {
+                      exact += static_cast<double>(a(i, q)) * static_cast<double>(b(q, j));
+                      magnitude += std::abs(static_cast<double>(a(i, q)) * static_cast<double>(b(q, j)));
+                      chain = std::fma(a(i, q), b(q, j), chain);
+                    }
+                    chained = k0 == 0 && !accumulate ? chain : chained + chain;
+                  }
+                  const double bound = static_cast<double>(k + 2) * std::ldexp(1.0, -24) * magnitude;
+                  INFO("m " << m << " n " << n << " k " << k << " (" << i << ", " << j << ")");
+                  REQUIRE(std::abs(static_cast<double>(c[at]) - exact) <= bound);
+                  if (kernels == isa::avx2) REQUIRE(c[at] == chained);
+                }
+            }
 }
 
 TEST_CASE("model kernels: a row of a product depends only on that row", "[model][kernels]") {
