@@ -233,26 +233,30 @@ device_tensor<T> upload(const backend<T>& b, std::span<const double> host, shape
   return out;
 }
 
-/// The concept's optional counting hooks (validate.hpp): one reduction where t lives, so checking a valid tensor
-/// copies nothing to the host. A synchronisation point, as every check is.
-template <class T>
-std::int64_t count_not_finite(const backend<T>& b, const device_tensor<T>& t) {
+namespace detail {
+
+template <class T, class Predicate>
+std::int64_t count_where(const backend<T>& b, const device_tensor<T>& t, Predicate predicate, const char* what) {
   std::int64_t count = 0;
-  detail::run("count_not_finite", [&] {
+  run(what, [&] {
     count = thrust::count_if(execution_policy(*b.workspace()), t.data.data(), t.data.data() + t.data.size(),
-                             fn::not_finite<T>{});
+                             predicate);
   });
   return count;
 }
 
+}  // namespace detail
+
+/// The concept's optional counting hooks (validate.hpp): one reduction where t lives, so checking a valid tensor
+/// copies nothing to the host. A synchronisation point, as every check is.
+template <class T>
+std::int64_t count_not_finite(const backend<T>& b, const device_tensor<T>& t) {
+  return detail::count_where(b, t, fn::not_finite<T>{}, "count_not_finite");
+}
+
 template <class T>
 std::int64_t count_not_binary(const backend<T>& b, const device_tensor<T>& t) {
-  std::int64_t count = 0;
-  detail::run("count_not_binary", [&] {
-    count = thrust::count_if(execution_policy(*b.workspace()), t.data.data(), t.data.data() + t.data.size(),
-                             fn::not_binary<T>{});
-  });
-  return count;
+  return detail::count_where(b, t, fn::not_binary<T>{}, "count_not_binary");
 }
 
 /// A synchronisation point: waits for the stream, then reports any error device code recorded.
