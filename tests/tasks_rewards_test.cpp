@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // Rule-based rewards: the exact R1 format grammar, answer extraction, accuracy (with unscorable
-// prompts), DAPO's soft overlong punishment hand-worked, and the weighted sum.
+// prompts), partial credit for integer answers, DAPO's soft overlong punishment hand-worked, and the
+// weighted sum.
 #include "test_support.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -114,6 +116,45 @@ TEST_CASE("accuracy reward: correct, wrong, malformed, unscorable", "[tasks][rew
   CHECK(on_data("what is six times seven?", "<answer>41</answer>") == 0.0);
   CHECK(on_data("how many?", "<answer>12</answer>") == std::nullopt);
   CHECK(on_data("a prompt that is not in the data", "<answer>42</answer>") == std::nullopt);
+}
+
+TEST_CASE("partial accuracy reward: credit for digits aligned at the units, hand-worked", "[tasks][rewards]") {
+  using grpo::tasks::partial_accuracy_reward;
+  const partial_accuracy_reward half(small_arithmetic());  // partial = 0.5; 57+68 = 125
+  const auto score = [&](const std::string& answer) { return half("57+68=", "<answer>" + answer + "</answer>"); };
+  CHECK(score("125") == 1.0);
+  require_close(*score("115"), 0.5 * 2.0 / 3.0, 1e-15);   // 5=5, 1!=2, 1=1: 2 of 3
+  require_close(*score("124"), 0.5 * 2.0 / 3.0, 1e-15);   // 4!=5, 2=2, 1=1
+  require_close(*score(" 25 "), 0.5 * 2.0 / 3.0, 1e-15);  // 5=5, 2=2, of max(2, 3) = 3 positions
+  require_close(*score("1125"), 0.5 * 3.0 / 4.0, 1e-15);  // 125 matches, of max(4, 3) = 4 positions
+  require_close(*score("521"), 0.5 * 1.0 / 3.0, 1e-15);   // 1!=5, 2=2, 5!=1: reversed digits earn little
+  CHECK(score("0125") == 0.0);   // not canonical: no credit for a padded answer
+  CHECK(score("12 5") == 0.0);
+  CHECK(score("abc") == 0.0);
+  CHECK(half("57+68=", "<think>7+8=15</think>") == 0.0);  // no answer
+  CHECK(half("hello", "<answer>125</answer>") == std::nullopt);
+
+  // A wrong answer never reaches a correct one's reward.
+  double best_wrong = 0;
+  for (int x = 0; x < 2000; ++x)
+    if (x != 125) best_wrong = std::max(best_wrong, *score(std::to_string(x)));
+  require_close(best_wrong, 0.5 * 3.0 / 4.0, 1e-15);  // 1125
+
+  // Signs count as characters: reference -12.
+  const grpo::tasks::dataset_task data("rows", grpo::tasks::answer_kind::integer, {{"twelve below zero?", "-12", {}}});
+  const partial_accuracy_reward on_data(data, 0.9);
+  CHECK(on_data("twelve below zero?", "<answer>-12</answer>") == 1.0);
+  require_close(*on_data("twelve below zero?", "<answer>12</answer>"), 0.9 * 2.0 / 3.0, 1e-15);
+  require_close(*on_data("twelve below zero?", "<answer>-13</answer>"), 0.9 * 2.0 / 3.0, 1e-15);
+
+  // Countdown answers are expressions: right or wrong, no partial credit.
+  const partial_accuracy_reward countdown(small_countdown());
+  CHECK(countdown("use 3 5 7 to make 22.", "<answer>7+3*5</answer>") == 1.0);
+  CHECK(countdown("use 3 5 7 to make 22.", "<answer>7+3*4</answer>") == 0.0);
+
+  CHECK(partial_accuracy_reward(small_arithmetic(), 0.0)("57+68=", "<answer>124</answer>") == 0.0);
+  for (const double bad : {-0.1, 1.0, std::numeric_limits<double>::quiet_NaN()})
+    require_error([&] { partial_accuracy_reward(small_arithmetic(), bad); }, {"partial: must be in [0, 1)"});
 }
 
 TEST_CASE("soft overlong penalty, DAPO Eq. 13, hand-worked", "[tasks][rewards]") {

@@ -178,6 +178,11 @@ TEST_CASE("train_config: TOML round trip, overrides and errors", "[train][config
   bad = {};
   bad.reward_weights = {1.0};
   grpo::testing::require_error([&] { bad.validate(); }, {"reward_weights"});
+  bad = {};
+  bad.reward_funcs = {"accuracy", "exactness"};
+  grpo::testing::require_error([&] { bad.validate(); }, {"reward_funcs", "\"exactness\"", "partial_accuracy"});
+  bad.reward_funcs = {"partial_accuracy", "format"};
+  bad.validate();
 }
 
 TEST_CASE("metrics: JSONL line with slash keys in order, NaN as null", "[train][metrics]") {
@@ -288,6 +293,14 @@ TEST_CASE("trainer: set_rewards validates its parts", "[train][reward]") {
   REQUIRE(t.rewards().size() == 2);
   REQUIRE(t.rewards()[0].name == "accuracy");
   grpo::testing::require_error([&] { t.set_rewards({}); }, {"parts", "at least one"});
+  {
+    // The configured partial-credit accuracy: 115 for 57+68 = 125 earns 0.5 * 2/3.
+    auto c = tiny_run(dir);
+    c.reward_funcs = {"partial_accuracy", "format"};
+    trainer<float> partial(c);
+    REQUIRE(partial.rewards()[0].name == "partial_accuracy");
+    grpo::testing::require_close(*partial.rewards()[0].function("57+68=", "<answer>115</answer>"), 1.0 / 3.0, 1e-15);
+  }
   grpo::testing::require_error(
       [&] {
         t.set_rewards({{"a", 1.0, grpo::tasks::format_reward{}}, {"a", 2.0, grpo::tasks::format_reward{}}});

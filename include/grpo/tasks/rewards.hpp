@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 // grpo/tasks/rewards.hpp: the rule-based rewards of the R1 recipe (DeepSeek-R1, arXiv:2501.12948,
-// Sec. 2.2.2: accuracy and format rewards), DAPO's soft overlong punishment (Yu et al. 2025,
+// Sec. 2.2.2: accuracy and format rewards), an accuracy with partial credit for integer answers
+// (not in R1: a denser signal for small models), DAPO's soft overlong punishment (Yu et al. 2025,
 // arXiv:2503.14476, Eq. 13: 0 up to L_max - L_cache tokens, then ((L_max - L_cache) - |y|) / L_cache,
 // -1 beyond L_max; in tokens, as TRL), and their weighted sum. Each models grpo::reward_function.
 // The format grammar is exact where open-r1's regex, with re.MULTILINE, accepts trailing text after
 // </answer>; accuracy reads exactly one <answer> block where TinyZero takes the last of several.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -95,6 +97,47 @@ class accuracy_reward {
 
  private:
   const task* task_;
+};
+
+/// Accuracy with partial credit for integer answers: a denser signal than accuracy_reward's 0/1,
+/// so that more groups of completions differ in reward and the advantage points at the wrong
+/// digits. 1 when the extracted answer is correct (task::check); otherwise, when the task's answers
+/// are integers and the answer is a canonical integer ("0" or -?[1-9][0-9]*), `partial` times the
+/// share of positions, aligned at the units digit, where the answer and the reference agree:
+/// partial * matches / max(|answer|, |reference|), counting characters (a sign included), so 115
+/// for 125 scores partial * 2/3. 0 for a malformed or absent answer and for any wrong answer of a
+/// non-integer task (Countdown); std::nullopt when the prompt is unscorable. Since partial < 1, a
+/// correct answer always outscores a wrong one. Not part of the R1 recipe (outcome reward only):
+/// an option for small models whose exact-match reward is too sparse. Holds a pointer to the
+/// task, which must outlive it. \throws config_error "partial: ..." unless 0 <= partial < 1.
+class partial_accuracy_reward {
+ public:
+  explicit partial_accuracy_reward(const task& t, double partial = 0.5) : task_(&t), partial_(partial) {
+    GRPO_CHECK(std::isfinite(partial) && partial >= 0 && partial < 1, config_error, "partial: must be in [0, 1), got ",
+               partial);
+  }
+
+  std::optional<double> operator()(std::string_view prompt, std::string_view completion) const {
+    const std::optional<std::string> reference = task_->reference_answer(prompt);
+    if (!reference) return std::nullopt;
+    const std::optional<std::string_view> answer = extract_answer(completion);
+    const std::optional<bool> verdict = check_answer(task_->kind(), *reference, answer);
+    if (!verdict) return std::nullopt;
+    if (*verdict) return 1.0;
+    if (task_->kind() != answer_kind::integer || !answer) return 0.0;
+    const std::optional<std::string> gold = detail::canonical_integer(*reference);
+    // Only canonical answers earn credit: "0125" must not share digits with 125 for free.
+    if (!gold || !check_integer_answer(*answer, *answer).value_or(false)) return 0.0;
+    const std::string_view a = *answer;
+    const std::size_t common = std::min(a.size(), gold->size());
+    std::size_t matches = 0;
+    for (std::size_t i = 1; i <= common; ++i) matches += a[a.size() - i] == (*gold)[gold->size() - i] ? 1 : 0;
+    return partial_ * static_cast<double>(matches) / static_cast<double>(std::max(a.size(), gold->size()));
+  }
+
+ private:
+  const task* task_;
+  double partial_;
 };
 
 /// DAPO Eq. 13 for a completion of `length` tokens: 0 when length <= max_length - cache_length,
@@ -199,6 +242,7 @@ inline std::vector<named_reward> r1_rewards(const task& t) {
 
 static_assert(reward_function<format_reward>);
 static_assert(reward_function<accuracy_reward>);
+static_assert(reward_function<partial_accuracy_reward>);
 static_assert(reward_function<soft_overlong_punishment>);
 static_assert(reward_function<weighted_sum>);
 static_assert(reward_function<reward_fn>);

@@ -57,7 +57,7 @@ struct train_config {
   std::string importance_sampling_level = "token";
   bool mask_truncated_completions = true;
   bool dynamic_sampling = false;                   ///< drop groups whose rewards are all equal (DAPO)
-  std::vector<std::string> reward_funcs = {"accuracy", "format"};
+  std::vector<std::string> reward_funcs = {"accuracy", "format"};  ///< accuracy, partial_accuracy, format
   std::vector<double> reward_weights = {1.0, 0.5};
   std::int64_t logging_steps = 1;
   std::int64_t save_steps = 0;                     ///< 0: a checkpoint only at the end
@@ -144,8 +144,8 @@ struct train_config {
     GRPO_CHECK(reward_funcs.size() == reward_weights.size(), config_error, "reward_weights: expected ",
                reward_funcs.size(), " weights (one per reward_funcs entry), got ", reward_weights.size());
     for (const auto& name : reward_funcs)
-      GRPO_CHECK(name == "accuracy" || name == "format", config_error, "reward_funcs: unknown reward \"", name,
-                 "\" (expected accuracy or format)");
+      GRPO_CHECK(name == "accuracy" || name == "format" || name == "partial_accuracy", config_error,
+                 "reward_funcs: unknown reward \"", name, "\" (expected accuracy, partial_accuracy or format)");
     parse_lr_scheduler(lr_scheduler_type);
     parse_lr_scheduler(sft_lr_scheduler_type, "sft_lr_scheduler_type");
     parse_loss_type(loss_type);

@@ -113,6 +113,7 @@ class trainer {
       const std::string& name = config_.reward_funcs[q];
       tasks::reward_fn f;
       if (name == "accuracy") f = tasks::accuracy_reward(*task_);
+      else if (name == "partial_accuracy") f = tasks::partial_accuracy_reward(*task_);
       else f = tasks::format_reward{};
       rewards_.push_back({name, config_.reward_weights[q], std::move(f)});
     }
