@@ -198,3 +198,18 @@ TEST_CASE("reference backend: -inf logits are masked-out entries with probabilit
   require_close(download(ref{}, loss), {std::log(2.0)}, 1e-15, 1e-14);
   require_close(download(ref{}, grad), {-0.5, 0.5}, 1e-15, 1e-14);
 }
+
+TEST_CASE("reference backend: sparse forward KL rounds the gradient at a repeated id once", "[backend][logits][edge]") {
+  // One token and 1000 teacher entries on it with mass 1: the exact gradient is 0. In float, rounding after each
+  // of the 1000 subtractions would leave about 1e-5; the reference accumulates in double and rounds once.
+  using ref_float = grpo::reference_backend<float>;
+  const ref_float b;
+  const std::int64_t k = 1000;
+  const auto student = make_tensor(b, std::vector<double>{0.75}, shape::matrix(1, 1));
+  const auto teacher_ids = make_index(b, std::vector<std::int64_t>(k, 0), shape::matrix(1, k));
+  const auto teacher_logprobs = make_tensor(b, std::vector<double>(k, std::log(1.0 / k)), shape::matrix(1, k));
+  reference_tensor<float> grad;
+  (void)row_sparse_forward_kl(b, student.raw(), teacher_ids.raw(), teacher_logprobs.raw(), 1.0,
+                              make_tensor(b, std::vector<double>{1.0}, shape::vector(1)).raw(), grad);
+  REQUIRE(std::fabs(grad.data[0]) <= 1e-7f);
+}

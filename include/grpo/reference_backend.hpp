@@ -446,14 +446,17 @@ reference_tensor<T> row_sparse_forward_kl(const reference_backend<T>&, const ref
       if (p > 0.0) total += p * (log_p - (zs[id] - lse_s));
     }
     loss[static_cast<std::size_t>(n)] = total;
+    // The row in double, rounded to T once: repeated ids subtract in double (out may alias the student).
+    std::vector<double> grad(static_cast<std::size_t>(vocab));
     for (std::int64_t v = 0; v < vocab; ++v)
-      out.data[static_cast<std::size_t>(n * vocab + v)] =
-          static_cast<T>(w * inv_temperature * mass * std::exp(zs[v] - lse_s));
+      grad[static_cast<std::size_t>(v)] = w * inv_temperature * mass * std::exp(zs[v] - lse_s);
     for (std::int64_t j = 0; j < k; ++j) {
       const auto i = static_cast<std::size_t>(n * k + j);
-      auto& g = out.data[static_cast<std::size_t>(n * vocab + teacher_ids.data[i])];
-      g = static_cast<T>(static_cast<double>(g) - w * inv_temperature * std::exp(static_cast<double>(teacher_logprobs.data[i])));
+      grad[static_cast<std::size_t>(teacher_ids.data[i])] -=
+          w * inv_temperature * std::exp(static_cast<double>(teacher_logprobs.data[i]));
     }
+    for (std::int64_t v = 0; v < vocab; ++v)
+      out.data[static_cast<std::size_t>(n * vocab + v)] = static_cast<T>(grad[static_cast<std::size_t>(v)]);
   }
   return detail::generate<T>(shape::vector(rows), [&](std::size_t i) { return loss[i]; });
 }

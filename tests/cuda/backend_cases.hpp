@@ -461,6 +461,15 @@ TEMPLATE_TEST_CASE("cccl backend: sparse forward KL matches the reference, with 
       download(b, row_sparse_forward_kl(b, zs.d.raw(), none.raw(), no_logp.raw(), 1.0, w.d.raw(), grad)),
       std::vector<double>(rows, 0.0));
   grpo::testing::require_close(download(b, grad), std::vector<double>(static_cast<std::size_t>(rows * vocab), 0.0));
+  // One token, 1000 teacher entries on it with mass 1: the exact gradient there is 0. It must be computed whole and
+  // rounded once; rounding to T after each of the 1000 subtractions left about 1e-5 in float.
+  const std::int64_t many = 1000;
+  const auto same = grpo::make_index(b, std::vector<std::int64_t>(many, 0), shape::matrix(1, many));
+  const auto spread = grpo::make_tensor(b, std::vector<double>(many, std::log(1.0 / many)), shape::matrix(1, many));
+  auto one_token = grpo::make_tensor(b, std::vector<double>{0.75}, shape::matrix(1, 1));
+  (void)row_sparse_forward_kl(b, one_token.raw(), same.raw(), spread.raw(), 1.0,
+                              grpo::make_tensor(b, std::vector<double>{1.0}, shape::vector(1)).raw(), one_token.raw());
+  grpo::testing::require_close(download(b, one_token.raw()), {0.0}, 1e-6, 0.0);
 }
 
 TEMPLATE_TEST_CASE("cccl backend: logits-level algorithms of the core run on it", "[cccl][logits]", float, double) {

@@ -617,11 +617,13 @@ device_tensor<T> row_sparse_forward_kl(const backend<T>& b, const device_tensor<
     return loss;
   }
 #endif
+  auto picked = detail::allocate(b, teacher_ids.shape);
   detail::run("row_sparse_forward_kl", [&] {
     thrust::for_each_n(
         execution_policy(*b.workspace()), detail::count_from(0), rows,
         fn::row_sparse_forward_kl<T>{student.data.data(), teacher_ids.data.data(), teacher_logprobs.data.data(), vocab,
-                                     k, inv_temperature, weight.data.data(), loss.data.data(), out.data.data(), slot});
+                                     k, inv_temperature, weight.data.data(), loss.data.data(), out.data.data(),
+                                     picked.data.data(), slot});
   });
   return loss;
 }

@@ -158,8 +158,10 @@ struct row_divergence {
 
 /// Forward KL to a teacher known by K (id, log-prob) pairs per row:
 ///   loss = sum_j p_j (log p_j - log q_{id_j}),  d loss / d(s z_v) = (sum_j p_j) q_v - sum_j p_j 1[v = id_j].
-/// The student's logits at the teacher ids are read before the row of out is written (out may alias them);
-/// an id out of range is reported, makes the row's loss NaN and is left out of the gradient.
+/// The student's logits at the teacher ids are copied to `picked` [N, K] before the row of out is written (out
+/// may alias them); the gradient at each distinct teacher id is then computed whole in double and rounded once,
+/// as the reference does. An id out of range is reported, makes the row's loss NaN and is left out of the
+/// gradient.
 template <class T>
 struct row_sparse_forward_kl {
   const T* student;
@@ -171,12 +173,14 @@ struct row_sparse_forward_kl {
   const T* weight;
   T* loss;
   T* out;
+  T* picked;
   std::int64_t* error_slot;
   GRPO_CCCL_HOST_DEVICE void operator()(std::int64_t n) const {
     const T* zs = student + n * vocab;
     const std::int64_t* ids = teacher_ids + n * k;
     const T* logp = teacher_logprobs + n * k;
     T* g = out + n * vocab;
+    T* at_ids = picked + n * k;
     const double lse_s = detail::row_logsumexp(zs, vocab, scale);
     const double w = static_cast<double>(weight[n]);
     double mass = 0.0, total = 0.0;
@@ -188,6 +192,7 @@ struct row_sparse_forward_kl {
         valid = false;
         continue;
       }
+      at_ids[j] = zs[id];
       const double log_p = static_cast<double>(logp[j]), p = ::exp(log_p);
       mass += p;
       if (p > 0.0) total += p * (log_p - (scale * static_cast<double>(zs[id]) - lse_s));
@@ -198,7 +203,13 @@ struct row_sparse_forward_kl {
     for (std::int64_t j = 0; j < k; ++j) {
       const std::int64_t id = ids[j];
       if (id < 0 || id >= vocab) continue;
-      g[id] = static_cast<T>(static_cast<double>(g[id]) - w * scale * ::exp(static_cast<double>(logp[j])));
+      bool first = true;
+      for (std::int64_t i = 0; i < j && first; ++i) first = ids[i] != id;
+      if (!first) continue;
+      double grad = w * scale * mass * ::exp(scale * static_cast<double>(at_ids[j]) - lse_s);
+      for (std::int64_t i = j; i < k; ++i)
+        if (ids[i] == id) grad -= w * scale * ::exp(static_cast<double>(logp[i]));
+      g[id] = static_cast<T>(grad);
     }
   }
 };

@@ -83,12 +83,29 @@ __global__ void divergence_kernel(const In* student, const In* teacher, std::int
   if (threadIdx.x == 0) loss[n] = static_cast<Out>(total.x);
 }
 
+/// Dynamic shared memory of the sparse kernel per teacher entry: its id, its probability and the student's logit
+/// there (the gradient may overwrite the logits).
+template <class In>
+constexpr std::int64_t sparse_shared_bytes_per_entry() {
+  return static_cast<std::int64_t>(sizeof(std::int64_t) + sizeof(accumulator_t<In>) + sizeof(In));
+}
+
+/// One block per row. The gradient at a teacher id is computed whole in the accumulation type and rounded to In
+/// once: w s ((sum_j p_j) q_id - sum_{j: id_j = id} p_j), by the thread of the id's first occurrence; rounding
+/// after each repeated id's subtraction would leave bf16/fp16 errors of the size of the intermediate terms where
+/// the two parts cancel. The teacher entries wait in shared memory; the teacher mass is summed in j order by one
+/// thread, as the reference does, so that a row whose K ids are all one token gets exactly 0 there.
 template <class In, class Out>
 __global__ void sparse_forward_kl_kernel(const In* student, const std::int64_t* teacher_ids,
                                          const Out* teacher_logprobs, std::int64_t vocab, std::int64_t k,
                                          accumulator_t<In> scale, const Out* weight, Out* loss, In* out,
                                          std::int64_t* error_slot) {
   using A = accumulator_t<In>;
+  extern __shared__ __align__(16) unsigned char sparse_shared[];
+  auto* entry_id = reinterpret_cast<std::int64_t*>(sparse_shared);  // [k]; -1 for an id out of range
+  auto* entry_p = reinterpret_cast<A*>(entry_id + k);               // [k]: exp(teacher log-prob)
+  auto* picked = reinterpret_cast<In*>(entry_p + k);                // [k]: zs[id]
+  __shared__ A teacher_mass;
   const std::int64_t n = blockIdx.x;
   const In* zs = student + n * vocab;
   In* g = out + n * vocab;
@@ -98,32 +115,47 @@ __global__ void sparse_forward_kl_kernel(const In* student, const std::int64_t* 
   for_row(zs, vocab, [&](std::int64_t, A a) { add_logit(s, scale * a); });
   s = block_all_reduce(s, merge_softmax<A>{}, empty_softmax_state<A>());
   const A lse_s = lse_of(s);
-  sums<A> partial{A(0), A(0), A(0)};  // x: teacher mass sum_j p_j, y: loss, z: ids out of range
+  sums<A> partial{A(0), A(0), A(0)};  // y: loss, z: ids out of range (x unused)
   for (std::int64_t j = threadIdx.x; j < k; j += blockDim.x) {
     const std::int64_t id = ids[j];
     if (id < 0 || id >= vocab) {
       grpo::cccl::detail::report_index_error(error_slot, grpo::cccl::detail::device_error_row_sparse_forward_kl, id,
                                              vocab);
+      entry_id[j] = -1;
+      entry_p[j] = A(0);
       partial.z += A(1);
       continue;
     }
     const A log_p = static_cast<A>(logp[j]), p = exp_of(log_p);
-    partial.x += p;
-    if (p > A(0)) partial.y += p * (log_p - (scale * to_accumulator(zs[id]) - lse_s));
+    entry_id[j] = id;
+    entry_p[j] = p;
+    picked[j] = zs[id];
+    if (p > A(0)) partial.y += p * (log_p - (scale * to_accumulator(picked[j]) - lse_s));
   }
-  // The reduction's barriers also order the reads of zs[id] above before the writes to g below (g may be zs).
+  // The reduction's barriers publish the entries, and order the reads of zs above before the writes to g below
+  // (g may be zs).
   const sums<A> total = block_all_reduce(partial, add_sums<A>{}, sums<A>{A(0), A(0), A(0)});
-  const A w = static_cast<A>(weight[n]);
-  map_row(zs, g, vocab, [&](std::int64_t, A a) { return w * scale * total.x * exp_of(scale * a - lse_s); });
-  __syncthreads();
-  if (threadIdx.x != 0) return;
-  // Sequentially, so that repeated ids subtract one after the other.
-  for (std::int64_t j = 0; j < k; ++j) {
-    const std::int64_t id = ids[j];
-    if (id < 0 || id >= vocab) continue;
-    g[id] = from_accumulator<In>(to_accumulator(g[id]) - w * scale * exp_of(static_cast<A>(logp[j])));
+  if (threadIdx.x == 0) {
+    A mass = A(0);
+    for (std::int64_t j = 0; j < k; ++j) mass += entry_p[j];
+    teacher_mass = mass;
   }
-  loss[n] = total.z > A(0) ? static_cast<Out>(NAN) : static_cast<Out>(total.y);
+  __syncthreads();
+  const A w = static_cast<A>(weight[n]), mass = teacher_mass;
+  map_row(zs, g, vocab, [&](std::int64_t, A a) { return w * scale * mass * exp_of(scale * a - lse_s); });
+  __syncthreads();  // every dense write lands before the teacher positions are overwritten
+  for (std::int64_t j = threadIdx.x; j < k; j += blockDim.x) {
+    const std::int64_t id = entry_id[j];
+    if (id < 0) continue;
+    bool first = true;
+    for (std::int64_t i = 0; i < j && first; ++i) first = entry_id[i] != id;
+    if (!first) continue;
+    A at_id = A(0);
+    for (std::int64_t i = j; i < k; ++i)
+      if (entry_id[i] == id) at_id += entry_p[i];
+    g[id] = from_accumulator<In>(w * scale * (mass * exp_of(scale * to_accumulator(picked[j]) - lse_s) - at_id));
+  }
+  if (threadIdx.x == 0) loss[n] = total.z > A(0) ? static_cast<Out>(NAN) : static_cast<Out>(total.y);
 }
 
 }  // namespace detail
@@ -147,16 +179,26 @@ template <class In, class Out>
 /// Sparse forward KL: teacher_ids and teacher_logprobs [rows, k]; loss [rows]; out [rows, vocab] =
 /// weight[n] d loss[n] / d student[n] (out may equal student). A teacher id out of range is recorded in
 /// error_slot (may be null), left out of the gradient and makes its row's loss NaN. Asynchronous on `stream`.
+/// Uses k * (8 + 4 + sizeof(In)) bytes of shared memory per block (8 + 8 + 8 for fp64): k up to the device's
+/// opt-in limit per block (227 KiB on Hopper: about 16600 entries for bf16, 14500 for fp32); beyond it, the error
+/// of cudaFuncSetAttribute.
 template <class In, class Out>
 [[nodiscard]] cudaError_t sparse_forward_kl(const In* student, const std::int64_t* teacher_ids,
                                             const Out* teacher_logprobs, std::int64_t rows, std::int64_t vocab,
                                             std::int64_t k, double inv_temperature, const Out* weight, Out* loss,
                                             In* out, std::int64_t* error_slot, cudaStream_t stream) {
-  if (vocab < 1 || k < 0 || rows < 0 || rows > INT_MAX) return cudaErrorInvalidValue;
+  constexpr std::int64_t per_entry = detail::sparse_shared_bytes_per_entry<In>();
+  if (vocab < 1 || k < 0 || k > INT_MAX / per_entry || rows < 0 || rows > INT_MAX) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
   using A = detail::accumulator_t<In>;
   const unsigned threads = detail::block_threads(vocab, static_cast<int>(16 / sizeof(In)));
-  detail::sparse_forward_kl_kernel<In, Out><<<static_cast<unsigned>(rows), threads, 0, stream>>>(
+  const auto shared = static_cast<int>(k * per_entry);
+  if (shared > 48 * 1024) {
+    const cudaError_t status = cudaFuncSetAttribute(detail::sparse_forward_kl_kernel<In, Out>,
+                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
+    if (status != cudaSuccess) return status;
+  }
+  detail::sparse_forward_kl_kernel<In, Out><<<static_cast<unsigned>(rows), threads, shared, stream>>>(
       student, teacher_ids, teacher_logprobs, vocab, k, static_cast<A>(inv_temperature), weight, loss, out, error_slot);
   return cudaGetLastError();
 }
