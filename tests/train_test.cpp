@@ -51,6 +51,8 @@ train_config tiny_run(const std::filesystem::path& dir) {
   c.max_completion_length = 12;
   c.beta = 0.04;
   c.num_iterations = 2;
+  c.adam_epsilon = 1e-3;      // the phases' epsilons differ, so a resume must restore the right one
+  c.sft_adam_epsilon = 1e-7;
   c.eval_size = 2;
   c.eval_num_samples = 0;
   return c;
@@ -160,6 +162,8 @@ TEST_CASE("train_config: TOML round trip, overrides and errors", "[train][config
   apply_override(c, "task.name=countdown");
   apply_override(c, "sft.steps=12");
   apply_override(c, "reward_weights=[1, 0.25]");
+  apply_override(c, "sft.adam_epsilon=1e-6");
+  REQUIRE(c.sft_adam_epsilon == 1e-6);
   REQUIRE(c.learning_rate == 5e-4);
   REQUIRE(c.task == "countdown");
   REQUIRE(c.sft_steps == 12);
@@ -175,6 +179,9 @@ TEST_CASE("train_config: TOML round trip, overrides and errors", "[train][config
   train_config bad;
   bad.num_generations = 3;
   grpo::testing::require_error([&] { bad.validate(); }, {"num_generations"});
+  bad = {};
+  bad.sft_adam_epsilon = 0;
+  grpo::testing::require_error([&] { bad.validate(); }, {"sft_adam_epsilon", "> 0"});
   bad = {};
   bad.reward_weights = {1.0};
   grpo::testing::require_error([&] { bad.validate(); }, {"reward_weights"});
@@ -222,7 +229,9 @@ TEST_CASE("trainer: a run stopped and resumed ends bit-identical, and metrics ca
     trainer<float> second(config);
     second.load_checkpoint(split_dir / "checkpoint");
     REQUIRE(second.global_step() == stop);
+    REQUIRE(second.optimizer().options().adam_epsilon == (stop <= 3 ? 1e-7 : 1e-3));
     REQUIRE(second.run().has_value());
+    REQUIRE(second.optimizer().options().adam_epsilon == 1e-3);
     REQUIRE(second.model().weights() == full.model().weights());
   }
   const std::string line = [&] {

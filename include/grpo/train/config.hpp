@@ -86,6 +86,9 @@ struct train_config {
   double sft_learning_rate = 2e-3;
   double sft_warmup_ratio = 0.05;
   std::string sft_lr_scheduler_type = "cosine";
+  /// The cold start's own Adam epsilon: GRPO's large one (1e-2 damps sampling noise on a tiny
+  /// model) stalls supervised learning, so the two phases do not share it.
+  double sft_adam_epsilon = 1e-8;
   // [eval]
   std::int64_t eval_size = 200;                    ///< held-out problems (<= heldout_size)
   std::int64_t eval_num_samples = 4;               ///< n samples per problem for pass@k (0: skip)
@@ -105,6 +108,7 @@ struct train_config {
   }
 
   adamw_options adam() const { return {adam_beta1, adam_beta2, adam_epsilon, weight_decay}; }
+  adamw_options sft_adam() const { return {adam_beta1, adam_beta2, sft_adam_epsilon, weight_decay}; }
   std::int64_t generation_batch_size() const { return per_device_train_batch_size * gradient_accumulation_steps; }
   std::int64_t prompts_per_step() const { return generation_batch_size() / num_generations; }
 
@@ -153,6 +157,8 @@ struct train_config {
     parse_kl_estimator(kl_estimator);
     parse_ratio_level(importance_sampling_level, "importance_sampling_level");
     validate(adam());
+    GRPO_CHECK(std::isfinite(sft_adam_epsilon) && sft_adam_epsilon > 0, config_error,
+               "sft_adam_epsilon: must be a finite value > 0, got ", sft_adam_epsilon);
     model_config(64).validate();
   }
 
@@ -303,6 +309,7 @@ inline const std::vector<field>& fields() {
       make_field("sft.learning_rate", &c::sft_learning_rate),
       make_field("sft.warmup_ratio", &c::sft_warmup_ratio),
       make_field("sft.lr_scheduler_type", &c::sft_lr_scheduler_type),
+      make_field("sft.adam_epsilon", &c::sft_adam_epsilon),
       make_field("eval.size", &c::eval_size),
       make_field("eval.num_samples", &c::eval_num_samples),
       make_field("eval.pass_k", &c::eval_pass_k),

@@ -104,7 +104,7 @@ class trainer {
       : config_((config.validate(), std::move(config))),
         task_(make_task(config_)),
         model_(initial_weights(), model::transformer_options{config_.threads}),
-        optimizer_(model_.weights().config(), config_.adam()),
+        optimizer_(model_.weights().config(), config_.sft_adam()),
         grads_(model_.weights().config()),
         log_(log),
         comm_(comm != nullptr ? comm : &single_) {
@@ -532,6 +532,7 @@ class trainer {
     }
     model::read_tensors(safetensors::file::read(directory / "model.safetensors"), model_.weights());
     const auto moments = safetensors::file::read(directory / "optimizer.safetensors");
+    optimizer_ = adamw<T>(model_.weights().config(), state_.phase == "grpo" ? config_.adam() : config_.sft_adam());
     model::read_tensors(moments, optimizer_.exp_avg(), "exp_avg.");
     model::read_tensors(moments, optimizer_.exp_avg_sq(), "exp_avg_sq.");
     optimizer_.set_steps(std::stoll(find("optimizer_steps").text));
