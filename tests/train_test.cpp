@@ -192,6 +192,23 @@ TEST_CASE("train_config: TOML round trip, overrides and errors", "[train][config
   bad.validate();
 }
 
+TEST_CASE("example configs: each loads and validates; default.toml is the built-in default", "[train][config]") {
+  const auto dir = std::filesystem::path(GRPO_TEST_DATA_DIR).parent_path().parent_path() / "examples" / "configs";
+  int configs = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() != ".toml") continue;
+    INFO(entry.path().string());
+    load_config(entry.path()).validate();
+    ++configs;
+  }
+  REQUIRE(configs >= 2);
+  REQUIRE(to_toml(load_config(dir / "default.toml")) == to_toml(train_config{}));
+  // The main job's GRPO phase damps Adam; its cold start must not share that epsilon.
+  const auto main_job = load_config(dir / "r1_addition.toml");
+  REQUIRE(main_job.adam_epsilon == 1e-2);
+  REQUIRE(main_job.sft_adam_epsilon == 1e-8);
+}
+
 TEST_CASE("metrics: JSONL line with slash keys in order, NaN as null", "[train][metrics]") {
   metrics_record m;
   m.set("step", 3);
