@@ -244,6 +244,31 @@ TEMPLATE_TEST_CASE("cccl gpu: fused kernels agree with the Thrust row functors o
   }
 }
 
+TEST_CASE("cccl gpu: sparse forward KL with more teacher entries than 48 KiB of shared memory (opt-in launch)",
+          "[cccl][gpu][distill]") {
+  // 5000 entries x 16 bytes = 80 KB per block: the launch must raise the kernel's dynamic shared memory limit.
+  const dev<float> b;
+  const host<double> r;
+  const std::int64_t rows = 3, vocab = 6001, k = 5000;
+  const auto c = make_logits_case(rows, vocab, 4.0, 500, false);
+  auto ids = random_ids(static_cast<std::size_t>(rows * k), vocab, 501);
+  ids[1] = ids[0];
+  const auto logp = grpo::testing::uniform(static_cast<std::size_t>(rows * k), -14, -8, 502);
+  const auto w = grpo::testing::uniform(static_cast<std::size_t>(rows), 0.5, 2.0, 503);
+  const auto s = shape::matrix(rows, vocab);
+  auto grad = grpo::make_tensor(b, c.z, s);
+  const auto loss = row_sparse_forward_kl(b, grad.raw(), grpo::make_index(b, ids, shape::matrix(rows, k)).raw(),
+                                          grpo::make_tensor(b, logp, shape::matrix(rows, k)).raw(), 1.0,
+                                          grpo::make_tensor(b, w, shape::vector(rows)).raw(), grad.raw());
+  typename host<double>::tensor_type want_grad;
+  const auto want = row_sparse_forward_kl(r, grpo::make_tensor(r, c.z, s).raw(),
+                                          grpo::make_index(r, ids, shape::matrix(rows, k)).raw(),
+                                          grpo::make_tensor(r, logp, shape::matrix(rows, k)).raw(), 1.0,
+                                          grpo::make_tensor(r, w, shape::vector(rows)).raw(), want_grad);
+  require_matches(download(b, loss), download(r, want), rows_tolerance<float>());
+  require_matches(download(b, grad.raw()), download(r, want_grad), rows_tolerance<float>());
+}
+
 TEST_CASE("cccl gpu: operations queue on the caller's stream without synchronising it", "[cccl][gpu][stream]") {
   cudaStream_t stream = nullptr;
   check_cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
