@@ -430,7 +430,7 @@ reference_tensor<T> row_sparse_forward_kl(const reference_backend<T>&, const ref
              to_string(weight.shape), " vs logits ", to_string(student.shape));
   const auto k = teacher_ids.shape.dims[1];
   detail::prepare_output(out, student.shape);
-  std::vector<double> loss(static_cast<std::size_t>(rows));
+  std::vector<double> loss(static_cast<std::size_t>(rows)), grad(static_cast<std::size_t>(vocab));
   for (std::int64_t n = 0; n < rows; ++n) {
     const detail::scaled_row<T> zs{student.data.data() + n * vocab, vocab, inv_temperature};
     const double lse_s = detail::row_logsumexp(zs);
@@ -447,7 +447,6 @@ reference_tensor<T> row_sparse_forward_kl(const reference_backend<T>&, const ref
     }
     loss[static_cast<std::size_t>(n)] = total;
     // The row in double, rounded to T once: repeated ids subtract in double (out may alias the student).
-    std::vector<double> grad(static_cast<std::size_t>(vocab));
     for (std::int64_t v = 0; v < vocab; ++v)
       grad[static_cast<std::size_t>(v)] = w * inv_temperature * mass * std::exp(zs[v] - lse_s);
     for (std::int64_t j = 0; j < k; ++j) {

@@ -22,6 +22,7 @@
 #include "grpo/model/config.hpp"
 #include "grpo/train/optimizer.hpp"
 #include "grpo/train/toml.hpp"
+#include "grpo/validate.hpp"
 
 namespace grpo::train {
 
@@ -157,8 +158,7 @@ struct train_config {
     parse_kl_estimator(kl_estimator);
     parse_ratio_level(importance_sampling_level, "importance_sampling_level");
     validate(adam());
-    GRPO_CHECK(std::isfinite(sft_adam_epsilon) && sft_adam_epsilon > 0, config_error,
-               "sft_adam_epsilon: must be a finite value > 0, got ", sft_adam_epsilon);
+    grpo::detail::expect_positive(sft_adam_epsilon, "sft_adam_epsilon");
     model_config(64).validate();
   }
 
