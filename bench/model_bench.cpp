@@ -138,7 +138,7 @@ void train_step_case(benchmark::State& state, const transformer_config& config) 
   std::mt19937_64 gen(4);
   std::vector<double> weights(static_cast<std::size_t>(rows * t));
   for (std::int64_t r = 0; r < rows; ++r) {
-    const double advantage = grpo::model::detail::uniform01(gen) * 2.0 - 1.0;
+    const double advantage = grpo::detail::uniform01(gen) * 2.0 - 1.0;
     for (std::int64_t i = 0; i < t; ++i)
       weights[static_cast<std::size_t>(r * t + i)] = advantage / static_cast<double>(rows * t);
   }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "grpo/train/train.hpp"
+#include "bigram_policy.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -49,7 +50,7 @@ train_config tiny_run(const std::filesystem::path& dir) {
   c.per_device_train_batch_size = 4;
   c.gradient_accumulation_steps = 2;
   c.max_completion_length = 12;
-  c.beta = 0.04;
+  c.loss.beta = 0.04;
   c.num_iterations = 2;
   c.adam_epsilon = 1e-3;      // the phases' epsilons differ, so a resume must restore the right one
   c.sft_adam_epsilon = 1e-7;
@@ -67,26 +68,56 @@ std::filesystem::path fresh_dir(const std::string& name) {
 }  // namespace
 
 TEST_CASE("adamw: one step matches the hand-worked update", "[train][optimizer]") {
-  grpo::model::parameters<double> w(tiny_model()), g(tiny_model());
-  for (std::size_t i = 0; i < w.size(); ++i) {
-    w.data()[i] = 1.0;
-    g.data()[i] = 0.5;
-  }
-  adamw<double> opt(tiny_model(), {0.9, 0.999, 1e-8, 0.1});
-  opt.step(w, g, 0.1);
+  std::vector<double> w(4, 1.0), g(4, 0.5), m(4, 0.0), v(4, 0.0);
+  const adamw_options o{0.9, 0.999, 1e-8, 0.1};
+  adamw_update<double>(o, 1, w, g, m, v, 0.1);
   // m = 0.1 * 0.5 = 0.05, v = 0.001 * 0.25 = 0.00025; m_hat = 0.05 / 0.1 = 0.5, v_hat = 0.00025 / 0.001 = 0.25
   // p = 1 * (1 - 0.1 * 0.1) - 0.1 * 0.5 / (0.5 + 1e-8) = 0.99 - 0.09999999800000004 = 0.89000000199999996
-  REQUIRE(w.data()[0] == Approx(0.890000002).epsilon(1e-12));
-  REQUIRE(opt.exp_avg().data()[3] == Approx(0.05));
-  REQUIRE(opt.exp_avg_sq().data()[3] == Approx(0.00025));
+  REQUIRE(w[0] == Approx(0.890000002).epsilon(1e-12));
+  REQUIRE(m[3] == Approx(0.05));
+  REQUIRE(v[3] == Approx(0.00025));
   // Second step, g = 0.5 again: m = 0.9*0.05 + 0.05 = 0.095, v = 0.999*0.00025 + 0.00025 = 0.00049975
   // m_hat = 0.095 / 0.19 = 0.5, v_hat = 0.00049975 / 0.001999 = 0.25 -> update 0.99999998
   // p = 0.890000002 * 0.99 - 0.099999998 = 0.78110000 (0.88110000198 - 0.099999998)
-  opt.step(w, g, 0.1);
-  REQUIRE(w.data()[0] == Approx(0.88110000198 - 0.099999998).epsilon(1e-10));
-  REQUIRE(opt.steps() == 2);
-  REQUIRE_THROWS_AS(adamw<double>(tiny_model(), {1.0, 0.999, 1e-8, 0.0}), grpo::config_error);
-  grpo::testing::require_error([&] { adamw<double>(tiny_model(), {0.9, 0.999, 0.0, 0.0}); }, {"adam_epsilon"});
+  adamw_update<double>(o, 2, w, g, m, v, 0.1);
+  REQUIRE(w[0] == Approx(0.88110000198 - 0.099999998).epsilon(1e-10));
+  std::vector<double> short_grads(3, 0.0);
+  grpo::testing::require_error([&] { adamw_update<double>(o, 3, w, short_grads, m, v, 0.1); }, {"grads"});
+  grpo::testing::require_error([&] { adamw_update<double>(o, 0, w, g, m, v, 0.1); }, {"step"});
+  grpo::testing::require_error([&] { validate(adamw_options{1.0, 0.999, 1e-8, 0.0}); }, {"adam_beta1"});
+  grpo::testing::require_error([&] { validate(adamw_options{0.9, 0.999, 0.0, 0.0}); }, {"adam_epsilon"});
+}
+
+TEST_CASE("native policy: reset_optimizer, optimizer_step and save_state / load_state round trip", "[train][optimizer]") {
+  grpo::model::parameters<double> w(tiny_model());
+  grpo::model::initialize(w, 3);
+  grpo::model::native_policy<double> p(w, grpo::model::transformer_options{1});
+  p.reset_optimizer({0.9, 0.999, 1e-8, 0.1});
+  const grpo::sequence_batch batch{{{1, 2}}, {{3, 4, 0}}};
+  const auto step = [&](grpo::model::native_policy<double>& policy) {
+    policy.zero_grad();
+    const auto logits = policy.forward(batch);
+    policy.backward(grpo::full(policy.backend(), logits.shape(), 0.25));
+    policy.optimizer_step(0.01);
+  };
+  step(p);
+  REQUIRE(p.optimizer_steps() == 1);
+  REQUIRE(!(p.model().weights() == w));
+  const auto dir = fresh_dir("policy_state");
+  std::filesystem::create_directories(dir);
+  p.freeze_reference();
+  p.save_state(dir);
+  grpo::model::native_policy<double> q(w, grpo::model::transformer_options{2});
+  q.load_state(dir, {0.9, 0.999, 1e-8, 0.1});
+  REQUIRE(q.optimizer_steps() == 1);
+  REQUIRE(q.has_reference());
+  REQUIRE(q.model().weights() == p.model().weights());
+  step(p);
+  step(q);
+  REQUIRE(q.model().weights() == p.model().weights());
+  std::filesystem::remove(dir / "optimizer.safetensors");
+  grpo::testing::require_error([&] { q.load_state(dir, {}); }, {"optimizer.safetensors"});
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("learning-rate schedules: warmup then cosine, linear, constant", "[train][schedule]") {
@@ -222,8 +253,14 @@ TEST_CASE("metrics: JSONL line with slash keys in order, NaN as null", "[train][
 
 TEST_CASE("checkpoint: atomic directory replace and round trip", "[train][checkpoint]") {
   const auto dir = fresh_dir("ckpt");
-  write_checkpoint_directory(dir / "c", {{"a.txt", "one"}});
-  write_checkpoint_directory(dir / "c", {{"a.txt", "two"}, {"b.txt", "x"}});
+  write_checkpoint_directory(dir / "c", [](const std::filesystem::path& t) { write_text_file(t / "a.txt", "one"); });
+  write_checkpoint_directory(dir / "c", [](const std::filesystem::path& t) {
+    write_text_file(t / "a.txt", "two");
+    write_text_file(t / "b.txt", "x");
+  });
+  // A failure while filling leaves the previous checkpoint in place.
+  REQUIRE_THROWS(write_checkpoint_directory(dir / "c", [](const std::filesystem::path&) { throw grpo::io_error("x"); }));
+  REQUIRE(read_text_file(dir / "c" / "b.txt") == "x");
   REQUIRE(read_text_file(dir / "c" / "a.txt") == "two");
   REQUIRE(!std::filesystem::exists(dir / ".c.tmp"));
   REQUIRE(!std::filesystem::exists(dir / ".c.old"));
@@ -232,24 +269,24 @@ TEST_CASE("checkpoint: atomic directory replace and round trip", "[train][checkp
 
 TEST_CASE("trainer: a run stopped and resumed ends bit-identical, and metrics carry the keys", "[train][resume]") {
   const auto full_dir = fresh_dir("full"), split_dir = fresh_dir("split");
-  trainer<float> full(tiny_run(full_dir));
+  auto full = make_native_trainer<float>(tiny_run(full_dir));
   metrics_writer metrics(full_dir / "metrics.jsonl");
   REQUIRE(full.run(&metrics).has_value());
   for (const std::int64_t stop : {2, 4}) {  // in the SFT phase, and in the GRPO phase
     std::filesystem::remove_all(split_dir);
     {
-      trainer<float> first(tiny_run(split_dir));
+      auto first = make_native_trainer<float>(tiny_run(split_dir));
       REQUIRE(!first.run(nullptr, stop).has_value());
       REQUIRE(first.global_step() == stop);
     }
     const auto config = load_config(split_dir / "checkpoint" / "config.toml");
-    trainer<float> second(config);
+    auto second = make_native_trainer<float>(config);
     second.load_checkpoint(split_dir / "checkpoint");
     REQUIRE(second.global_step() == stop);
-    REQUIRE(second.optimizer().options().adam_epsilon == (stop <= 3 ? 1e-7 : 1e-3));
+    REQUIRE(second.policy().optimizer_options().adam_epsilon == (stop <= 3 ? 1e-7 : 1e-3));
     REQUIRE(second.run().has_value());
-    REQUIRE(second.optimizer().options().adam_epsilon == 1e-3);
-    REQUIRE(second.model().weights() == full.model().weights());
+    REQUIRE(second.policy().optimizer_options().adam_epsilon == 1e-3);
+    REQUIRE(second.policy().model().weights() == full.policy().model().weights());
   }
   const std::string line = [&] {
     std::ifstream in(full_dir / "metrics.jsonl");
@@ -275,7 +312,7 @@ TEST_CASE("trainer: GRPO raises a user reward, with the sampler's log-probs repr
   train_config c = tiny_run(dir);
   c.sft_steps = 0;
   c.max_steps = 30;
-  c.beta = 0;
+  c.loss.beta = 0;
   c.num_iterations = 1;
   c.learning_rate = 1e-2;
   c.max_grad_norm = 1.0;
@@ -286,7 +323,7 @@ TEST_CASE("trainer: GRPO raises a user reward, with the sampler's log-probs repr
   c.max_completion_length = 6;
   c.mask_truncated_completions = false;  // every completion here runs to the length limit
   c.eval_size = 0;
-  trainer<float> t(c);
+  auto t = make_native_trainer<float>(c);
   const auto ones = [](std::string_view, std::string_view text) -> std::optional<double> {
     double n = 0;
     for (const char ch : text) n += ch == '1' ? 1 : 0;
@@ -315,7 +352,7 @@ TEST_CASE("trainer: GRPO raises a user reward, with the sampler's log-probs repr
 
 TEST_CASE("trainer: set_rewards validates its parts", "[train][reward]") {
   const auto dir = fresh_dir("reward_errors");
-  trainer<float> t(tiny_run(dir));
+  auto t = make_native_trainer<float>(tiny_run(dir));
   REQUIRE(t.rewards().size() == 2);
   REQUIRE(t.rewards()[0].name == "accuracy");
   grpo::testing::require_error([&] { t.set_rewards({}); }, {"parts", "at least one"});
@@ -323,7 +360,7 @@ TEST_CASE("trainer: set_rewards validates its parts", "[train][reward]") {
     // The configured partial-credit accuracy: 115 for 57+68 = 125 earns 0.5 * 2/3.
     auto c = tiny_run(dir);
     c.reward_funcs = {"partial_accuracy", "format"};
-    trainer<float> partial(c);
+    auto partial = make_native_trainer<float>(c);
     REQUIRE(partial.rewards()[0].name == "partial_accuracy");
     grpo::testing::require_close(*partial.rewards()[0].function("57+68=", "<answer>115</answer>"), 1.0 / 3.0, 1e-15);
   }
@@ -334,4 +371,63 @@ TEST_CASE("trainer: set_rewards validates its parts", "[train][reward]") {
       {"parts", "\"a\"", "twice"});
   REQUIRE(t.rewards().size() == 2);
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("trainer: drives any trainable policy; a bigram table learns a user reward and resumes exactly",
+          "[train][grpo][concepts]") {
+  // The trainer knows nothing of the native transformer: a 64 x 64 bigram table (tests/bigram_policy.hpp)
+  // trains through the same rollout, batching, update and checkpoint rooms.
+  const auto dir = fresh_dir("bigram");
+  train_config c = tiny_run(dir);
+  c.sft_steps = 2;
+  c.max_steps = 20;
+  c.loss.beta = 0.04;
+  c.learning_rate = 0.5;
+  c.adam_epsilon = 1e-8;
+  c.num_generations = 8;
+  c.per_device_train_batch_size = 16;
+  c.max_completion_length = 6;
+  c.mask_truncated_completions = false;
+  c.eval_size = 0;
+  const auto make = [](train_config config) {
+    auto task = make_task(config);
+    auto codec = std::make_unique<grpo::tasks::char_codec>(task->tokenizer());
+    grpo::testing::bigram_policy policy(codec->vocab_size());
+    trainer<grpo::testing::bigram_policy> t(std::move(config), std::move(policy), std::move(task), std::move(codec));
+    t.set_reward("ones", [](std::string_view, std::string_view text) -> std::optional<double> {
+      double n = 0;
+      for (const char ch : text) n += ch == '1' ? 1 : 0;
+      return n / 6.0;
+    });
+    return t;
+  };
+  auto full = make(c);
+  metrics_writer metrics(dir / "metrics.jsonl");
+  REQUIRE(full.run(&metrics).has_value());
+  std::vector<double> reward;
+  {
+    std::ifstream in(dir / "metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const auto at = line.find("\"reward/ones/mean\": ");
+      if (at != std::string::npos) reward.push_back(std::stod(line.substr(at + 20)));
+    }
+  }
+  REQUIRE(reward.size() == 20);
+  INFO("reward at the first GRPO step " << reward.front() << ", at the last " << reward.back());
+  CHECK(reward.front() < 0.1);
+  CHECK(reward.back() > 0.4);
+  REQUIRE(full.policy().has_reference());
+
+  const auto split_dir = fresh_dir("bigram_split");
+  c.output_dir = split_dir.string();
+  {
+    auto first = make(c);
+    REQUIRE(!first.run(nullptr, 9).has_value());
+  }
+  auto second = make(load_config(split_dir / "checkpoint" / "config.toml"));
+  second.load_checkpoint(split_dir / "checkpoint");
+  REQUIRE(second.run().has_value());
+  REQUIRE(second.policy().weights() == full.policy().weights());
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove_all(split_dir);
 }

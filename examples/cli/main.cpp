@@ -35,88 +35,22 @@
 #include "grpo/tensor.hpp"
 #include "grpo/validate.hpp"
 #include "grpo/version.hpp"
+#include "grpo/loss_settings.hpp"
 #include "grpo/train/train.hpp"
 
 namespace {
 
 namespace st = grpo::safetensors;
 
-/// What `grpo loss` takes besides the tensors, as spelled on the command line. Unset optionals
-/// mean "derive it": epsilon_high = epsilon, max_completion_length = T, aggregation from the loss type.
-struct loss_settings {
-  std::string loss_type = "dapo";
-  std::optional<std::string> loss_agg_mode;
+/// What `grpo loss` takes besides the tensors: the shared loss settings (resolved by the same
+/// grpo::resolve as the trainer's) and the group size of the rewards.
+struct loss_settings : grpo::loss_settings {
   std::int64_t num_generations = 8;
-  std::string scale_rewards = "group";
-  double adv_epsilon = 1e-4;
-  double epsilon = 0.2;
-  std::optional<double> epsilon_high;
-  std::optional<double> delta;
-  std::optional<double> dual_clip;
-  double beta = 0.0;
-  std::string kl_estimator = "k3";
-  std::string importance_sampling_level = "token";
-  std::optional<std::int64_t> max_completion_length;
-  std::string is_mode = "truncate";
-  std::optional<std::string> is_level;
-  double is_cap = 3.0;
-  double log_ratio_bound = 20.0;
-  double entropy_coef = 0.0;
 };
+using resolved_settings = grpo::resolved_loss_settings;
 
-/// The settings turned into the library's option structs for a batch of T tokens per row.
-struct resolved_settings {
-  grpo::loss_type type = grpo::loss_type::dapo;
-  grpo::policy_loss_options policy;
-  grpo::grpo_advantage_options advantage;
-  std::int64_t max_completion_length = 1;
-  double constant = 1.0;  ///< the denominators' C (max_completion_length for seq-mean-token-sum-norm)
-};
-
-resolved_settings resolve(const loss_settings& s, std::int64_t tokens) {
-  resolved_settings r;
-  r.type = grpo::parse_loss_type(s.loss_type, "--loss-type");
-  r.max_completion_length = s.max_completion_length.value_or(tokens);
-  GRPO_CHECK(r.max_completion_length >= 1, grpo::config_error, "--max-completion-length: must be >= 1, got ",
-             r.max_completion_length, s.max_completion_length ? "" : " (the batch's T; pass it explicitly)");
-  grpo::apply_loss_type(r.policy, r.type, r.max_completion_length);
-  if (s.loss_agg_mode) r.policy.aggregation = grpo::parse_loss_aggregation(*s.loss_agg_mode, "--loss-agg-mode");
-  // C only enters seq-mean-token-sum-norm; it is Dr. GRPO's max_completion_length whichever option chose that mode.
-  r.constant = r.policy.aggregation == grpo::loss_aggregation::seq_mean_token_sum_norm
-                   ? static_cast<double>(r.max_completion_length)
-                   : 1.0;
-  r.policy.epsilon_low = s.epsilon;
-  r.policy.epsilon_high = s.epsilon_high.value_or(s.epsilon);
-  r.policy.delta = s.delta;
-  r.policy.dual_clip = s.dual_clip;
-  r.policy.beta = s.beta;
-  r.policy.kl = grpo::parse_kl_estimator(s.kl_estimator, "--kl-estimator");
-  r.policy.level = grpo::parse_ratio_level(s.importance_sampling_level, "--importance-sampling-level");
-  r.policy.log_ratio_bound = s.log_ratio_bound;
-  r.policy.entropy_coef = s.entropy_coef;
-  r.policy.is_cap = s.is_cap;
-  // TRL spells the mode with its level (vllm_importance_sampling_mode = "sequence_mask"); plain
-  // truncate|mask take the level from --is-level (default token).
-  std::string mode = s.is_mode;
-  std::optional<grpo::ratio_level> level_from_mode;
-  for (const auto& [prefix, level] : {std::pair{std::string_view("token_"), grpo::ratio_level::token},
-                                      std::pair{std::string_view("sequence_"), grpo::ratio_level::sequence}})
-    if (mode.starts_with(prefix)) {
-      level_from_mode = level;
-      mode = mode.substr(prefix.size());
-    }
-  r.policy.is_mode = grpo::parse_is_correction_mode(mode, "--is-mode");
-  r.policy.is_level = level_from_mode.value_or(grpo::ratio_level::token);
-  if (s.is_level) {
-    const auto level = grpo::parse_ratio_level(*s.is_level, "--is-level");
-    GRPO_CHECK(!level_from_mode || *level_from_mode == level, grpo::config_error, "--is-level: ", *s.is_level,
-               " contradicts --is-mode ", s.is_mode);
-    r.policy.is_level = level;
-  }
-  r.advantage.scale = grpo::parse_reward_scale(s.scale_rewards, "--scale-rewards");
-  r.advantage.epsilon = s.adv_epsilon;
-  return r;
-}
+/// The settings resolved for a batch of T tokens per row, with the flags' names in messages.
+resolved_settings resolve(const loss_settings& s, std::int64_t tokens) { return grpo::resolve(s, tokens, "--"); }
 
 template <class T>
 using backend = grpo::reference_backend<T>;
@@ -496,14 +430,12 @@ int train_command(grpo::train::train_config c, const std::string& resume, std::i
   if (sft_only) c.max_steps = 0;
   std::cout << "grpo train: task " << (c.data.empty() ? c.task : c.data) << ", seed " << c.seed << ", output "
             << c.output_dir << std::endl;
-  grpo::train::trainer<float> t(c, &std::cout);
+  auto t = grpo::train::make_native_trainer<float>(c, &std::cout);
   if (!resume.empty()) {
     t.load_checkpoint(resume);
     std::cout << "resumed from " << resume << " at step " << t.global_step() << std::endl;
   }
-  std::cout << "model: " << t.model().weights().config().parameter_count() << " parameters, "
-            << t.model().weights().config().num_hidden_layers << " layers, hidden "
-            << t.model().weights().config().hidden_size << std::endl;
+  std::cout << "model: " << t.policy().describe() << std::endl;
   grpo::train::metrics_writer metrics(std::filesystem::path(c.output_dir) / "metrics.jsonl", !resume.empty());
   const auto after = t.run(&metrics, stop_after);
   if (!after) {
@@ -512,12 +444,11 @@ int train_command(grpo::train::train_config c, const std::string& resume, std::i
     return 0;
   }
   if (sft_only) {
-    std::cout << "[eval] after SFT: " << grpo::train::trainer<float>::describe(*after) << std::endl;
+    std::cout << "[eval] after SFT: " << grpo::train::describe(*after) << std::endl;
   } else {
     if (t.state().before)
-      std::cout << "held-out accuracy after cold start: " << grpo::train::trainer<float>::describe(*t.state().before)
-                << std::endl;
-    std::cout << "held-out accuracy after GRPO:       " << grpo::train::trainer<float>::describe(*after) << std::endl;
+      std::cout << "held-out accuracy after cold start: " << grpo::train::describe(*t.state().before) << std::endl;
+    std::cout << "held-out accuracy after GRPO:       " << grpo::train::describe(*after) << std::endl;
   }
   std::cout << "model saved to " << c.output_dir << "/model, metrics in " << c.output_dir << "/metrics.jsonl"
             << std::endl;
@@ -527,26 +458,19 @@ int train_command(grpo::train::train_config c, const std::string& resume, std::i
 int eval_command(grpo::train::train_config c, const std::string& model_dir, std::int64_t samples) {
   c.init = model_dir;
   const auto task = grpo::train::make_task(c);
-  grpo::model::transformer<float> m(grpo::model::load_pretrained<float>(model_dir),
-                                    grpo::model::transformer_options{c.threads});
+  const grpo::tasks::char_codec codec(task->tokenizer());
+  auto policy = grpo::train::make_native_policy<float>(c, codec.vocab_size());
   if (samples >= 0) {
-    const auto& tok = task->tokenizer();
     std::vector<std::vector<grpo::token_id>> prompts;
     std::vector<grpo::tasks::problem> problems;
     for (std::int64_t i = 0; i < samples && i < static_cast<std::int64_t>(task->heldout_size()); ++i) {
       problems.push_back(task->heldout(static_cast<std::size_t>(i)));
-      prompts.push_back(tok.encode_prompt(problems.back().prompt));
+      prompts.push_back(codec.encode_prompt(problems.back().prompt));
     }
-    grpo::sampling_options so;
-    so.temperature = c.temperature;
-    so.top_k = c.top_k;
-    so.top_p = c.top_p;
-    so.max_new_tokens = c.max_completion_length;
-    so.stop_tokens = {tok.eos_id()};
-    const auto out = m.generate(prompts, so, c.seed, 1);
+    const auto out = policy.generate(prompts, grpo::train::rollout_sampling(c, codec), c.seed, 1);
     const grpo::tasks::accuracy_reward accuracy(*task);
     for (std::size_t i = 0; i < out.size(); ++i) {
-      const auto text = tok.decode(out[i].tokens);
+      const auto text = codec.decode(out[i].tokens);
       const auto r = accuracy(problems[i].prompt, text);
       std::cout << "prompt: " << problems[i].prompt << "\ncompletion: " << text << "\n[" << (r && *r == 1 ? "correct" : "wrong")
                 << ", format " << (grpo::tasks::has_r1_format(text) ? "ok" : "bad") << ", expected " << problems[i].answer
@@ -554,14 +478,9 @@ int eval_command(grpo::train::train_config c, const std::string& model_dir, std:
     }
     return 0;
   }
-  grpo::train::eval_options o;
-  o.problems = c.eval_size;
-  o.max_new_tokens = c.max_completion_length;
-  o.num_samples = c.eval_num_samples;
-  o.pass_k = c.eval_num_samples > 0 ? c.eval_pass_k : std::vector<std::int64_t>{};
-  o.temperature = c.eval_temperature;
-  o.seed = c.seed;
-  std::cout << "held-out: " << grpo::train::trainer<float>::describe(grpo::train::evaluate(m, *task, o)) << std::endl;
+  std::cout << "held-out: "
+            << grpo::train::describe(grpo::train::evaluate(policy, *task, codec, grpo::train::eval_options_for(c)))
+            << std::endl;
   return 0;
 }
 

@@ -24,6 +24,31 @@
 //   f(prompt, completion) -> std::optional<double>    std::nullopt means "unscorable": the
 //       completion is left out of its group's statistics and gets advantage 0
 // }
+// concept trainable_policy<P> (what grpo::train::trainer<P> drives; a policy that can also learn) {
+//   P::backend_type                       a logits_backend; p.backend() returns it (its device is the
+//                                         policy's: every tensor below lives there)
+//   p.vocab_size() -> int64               V
+//   p.forward(batch) -> tensor [R*T, V]   logits of every completion position (row r*T + i predicts
+//       completion[r][i]; padding rows zero), keeping what one backward needs
+//   p.backward(d_logits)                  d_logits: tensor [R*T, V] of the same backend; adds
+//       d sum(d_logits * logits) / d weights of the last forward to the gradient accumulators
+//   p.logprobs(batch, temperature) -> tensor [R, T]   log softmax(z / T)[completion token], zero at
+//       padding, no activations kept (old log-probs for mu > 1)
+//   p.freeze_reference()                  keeps a frozen copy of the current weights (the KL term's
+//       reference); p.has_reference(); p.reference_logprobs(batch, temperature) -> tensor [R, T]
+//   p.generate(prompts, options, seed, group_size) -> vector<sampled_completion>
+//       group_size completions per prompt (rows [kG, (k+1)G) answer prompt k; row r drawn from
+//       row_seed(seed, r)) with a key/value cache, and the behaviour log-probs
+//   p.zero_grad(); p.all_reduce_gradients(communicator&); p.clip_grad_norm(max_norm) -> double
+//       (the global L2 norm before clipping, PyTorch's clip_grad_norm_; value_error when not finite)
+//   p.reset_optimizer(adamw_options)      fresh AdamW moments and step count with these settings
+//   p.optimizer_step(lr)                  one AdamW update of the weights on the policy's device
+//   p.save_pretrained(dir)                a Hugging Face model directory (config.json,
+//       model.safetensors, and the tokenizer files the policy was loaded with)
+//   p.save_state(dir) / p.load_state(dir, adamw_options)   everything an exact resume needs
+//       (weights, optimizer moments and step count, the frozen reference), as files in dir
+//   p.describe() -> string                one line for logs (architecture, parameters, device)
+// }
 // Every policy is a rollout engine through policy_rollout_engine<P>. Minimal conforming examples of
 // each concept are in tests/concepts_test.cpp.
 #pragma once
@@ -32,9 +57,11 @@
 #include <cmath>
 #include <concepts>
 #include <cstdint>
+#include <filesystem>
 #include <limits>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -42,6 +69,8 @@
 #include "grpo/backend.hpp"
 #include "grpo/error.hpp"
 #include "grpo/tensor.hpp"
+#include "grpo/train/adamw_options.hpp"
+#include "grpo/train/communicator.hpp"
 
 namespace grpo {
 
@@ -85,6 +114,14 @@ struct completion {
   bool stopped = false;          ///< ended on a stop token (false: truncated at max_new_tokens)
 };
 
+/// A completion drawn by a policy that can also score: besides the behaviour log-probs (under the
+/// distribution actually sampled from, truncated by top-k/top-p; 0 when greedy), the log-probs under
+/// the full softmax(z / T) (T = 1 when greedy), which is what the trainer recomputes from the logits
+/// of the same tokens (TRL issue #6789 is about the difference).
+struct sampled_completion : completion {
+  std::vector<double> full_logprobs;
+};
+
 /// group_size completions for each of P prompts, grouped: rows [kG, (k+1)G) answer prompt k.
 struct rollout_batch {
   std::vector<completion> completions;
@@ -105,6 +142,34 @@ template <class P>
 concept logits_policy = policy<P> && requires(P& p, const sequence_batch& batch) {
   { p.completion_logits(batch) } -> std::same_as<tensor<typename P::backend_type>>;
 };
+
+template <class P>
+concept trainable_policy =
+    requires(P& p, const P& cp, const sequence_batch& batch, double temperature,
+             std::span<const std::vector<token_id>> prompts, const sampling_options& options, std::uint64_t seed,
+             std::int64_t group_size, const tensor<typename P::backend_type>& d_logits, train::communicator& comm,
+             const train::adamw_options& adam, const std::filesystem::path& dir) {
+      typename P::backend_type;
+      requires logits_backend<typename P::backend_type>;
+      { cp.backend() } -> std::convertible_to<const typename P::backend_type&>;
+      { cp.vocab_size() } -> std::convertible_to<std::int64_t>;
+      { p.forward(batch) } -> std::same_as<tensor<typename P::backend_type>>;
+      p.backward(d_logits);
+      { p.logprobs(batch, temperature) } -> std::same_as<tensor<typename P::backend_type>>;
+      p.freeze_reference();
+      { cp.has_reference() } -> std::convertible_to<bool>;
+      { p.reference_logprobs(batch, temperature) } -> std::same_as<tensor<typename P::backend_type>>;
+      { p.generate(prompts, options, seed, group_size) } -> std::same_as<std::vector<sampled_completion>>;
+      p.zero_grad();
+      p.all_reduce_gradients(comm);
+      { p.clip_grad_norm(temperature) } -> std::convertible_to<double>;
+      p.reset_optimizer(adam);
+      p.optimizer_step(temperature);
+      cp.save_pretrained(dir);
+      cp.save_state(dir);
+      p.load_state(dir, adam);
+      { cp.describe() } -> std::convertible_to<std::string>;
+    };
 
 template <class E>
 concept rollout_engine = requires(E& e, std::span<const std::vector<token_id>> prompts, std::int64_t group_size,

@@ -94,10 +94,12 @@ struct policy_loss_result {
   policy_loss_metrics metrics;
 };
 
-namespace detail {
-
-template <tensor_backend B>
-void validate_policy_loss(const policy_loss_inputs<B>& in, const policy_loss_options& o, const loss_denominators& d) {
+/// Throws config_error naming the first invalid option: epsilon_low in [0, 1), epsilon_high >= 0,
+/// delta and dual_clip (when set) finite and > 1, log_ratio_bound > 0, beta >= 0, entropy_coef
+/// finite, is_cap > 0.
+inline void validate(const policy_loss_options& o) {
+  using detail::expect_non_negative;
+  using detail::expect_positive;
   expect_non_negative(o.epsilon_low, "epsilon_low");
   GRPO_CHECK(o.epsilon_low < 1.0, config_error,
              "epsilon_low: must be < 1 so that the clip interval [1 - epsilon_low, 1 + epsilon_high] stays positive, "
@@ -114,6 +116,13 @@ void validate_policy_loss(const policy_loss_inputs<B>& in, const policy_loss_opt
   expect_non_negative(o.beta, "beta");
   GRPO_CHECK(std::isfinite(o.entropy_coef), config_error, "entropy_coef: must be finite, got ", o.entropy_coef);
   expect_positive(o.is_cap, "is_cap");
+}
+
+namespace detail {
+
+template <tensor_backend B>
+void validate_policy_loss(const policy_loss_inputs<B>& in, const policy_loss_options& o, const loss_denominators& d) {
+  grpo::validate(o);
   GRPO_CHECK(o.beta == 0.0 || in.ref_logprobs.has_value(), config_error,
              "ref_logprobs: required when beta > 0 (beta = ", o.beta, ")");
   GRPO_CHECK(o.entropy_coef == 0.0 || in.entropy.has_value(), config_error,

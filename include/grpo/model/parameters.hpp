@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "grpo/detail/random.hpp"
 #include "grpo/error.hpp"
 #include "grpo/model/config.hpp"
 #include "grpo/safetensors.hpp"
@@ -172,14 +173,10 @@ parameters<To> convert(const parameters<From>& from) {
 
 namespace detail {
 
-/// A uniform double in [0, 1) from the top 53 bits, the same on every platform (the standard
-/// distributions are implementation-defined, which would make a seed mean different weights).
-inline double uniform01(std::mt19937_64& gen) { return static_cast<double>(gen() >> 11) * 0x1.0p-53; }
-
 /// A standard normal by Box-Muller, from two uniforms of `gen`.
 inline double standard_normal(std::mt19937_64& gen) {
-  const double u1 = 1.0 - uniform01(gen);  // in (0, 1], so the log is finite
-  const double u2 = uniform01(gen);
+  const double u1 = 1.0 - grpo::detail::uniform01(gen);  // in (0, 1], so the log is finite
+  const double u2 = grpo::detail::uniform01(gen);
   return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2);
 }
 

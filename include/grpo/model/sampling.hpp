@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "grpo/concepts.hpp"
+#include "grpo/detail/random.hpp"
 #include "grpo/error.hpp"
 #include "grpo/model/parameters.hpp"
 
@@ -33,22 +34,9 @@ struct sampled_token {
   double full_logprob = 0.0;  ///< log softmax(z / T)[id] over the whole vocabulary (T = 1 when greedy)
 };
 
-namespace detail {
-
-/// splitmix64 (Steele et al. 2014): a bijective mixer, so distinct (seed, row) pairs give
-/// well-separated generator seeds.
-inline std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
-}  // namespace detail
-
 /// The generator seed of row `row` of a sampling call with `seed`.
 inline std::uint64_t row_seed(std::uint64_t seed, std::uint64_t row) {
-  return detail::splitmix64(detail::splitmix64(seed) ^ row);
+  return grpo::detail::mix_seed(seed, row);
 }
 
 /// Throws config_error naming the field: temperature 0 or finite and > 0 with a finite inverse,
@@ -85,7 +73,7 @@ sampled_token sample_token(std::span<const T> logits, double lse, const sampling
   };
   const bool top_k = options.top_k > 0 && options.top_k < vocab;
   const bool top_p = options.top_p < 1.0;
-  const double u = detail::uniform01(gen);
+  const double u = grpo::detail::uniform01(gen);
   if (!top_k && !top_p) {
     // Inverse CDF in id order. Rounding can leave u above the accumulated total; the draw then
     // falls to the last token of positive probability.

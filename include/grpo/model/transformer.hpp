@@ -40,14 +40,10 @@
 
 namespace grpo::model {
 
-/// A sampled completion. Besides grpo::completion's behaviour log-probs (under the distribution
-/// actually sampled from, truncated by top-k/top-p; 0 when greedy), the log-probs under the full
-/// softmax(z / T) (T = 1 when greedy): exactly what token_logprobs() computes from forward()'s
-/// logits of the same tokens with reference_backend<double>, and, rounded to float, exactly what
-/// it computes with reference_backend<float>.
-struct sampled_completion : completion {
-  std::vector<double> full_logprobs;
-};
+/// A sampled completion with its behaviour and full-softmax log-probs (grpo::sampled_completion):
+/// full_logprobs are exactly what token_logprobs() computes from forward()'s logits of the same
+/// tokens with reference_backend<double>, and, rounded to float, with reference_backend<float>.
+using grpo::sampled_completion;
 
 struct transformer_options {
   std::size_t threads = 0;            ///< threads in all (0: the hardware's); ignored when `pool` is given

@@ -165,7 +165,7 @@ class arithmetic_task final : public task {
  public:
   explicit arithmetic_task(arithmetic_options options = {}) : options_(std::move(options)) {
     validate(options_);
-    std::mt19937_64 rng(detail::mix64(options_.seed));
+    std::mt19937_64 rng(grpo::detail::splitmix64(options_.seed));
     std::set<std::string> seen;
     const auto budget = static_cast<std::uint64_t>(
         1000.0 + 50.0 * static_cast<double>(options_.heldout_size) / options_.heldout_fraction);
@@ -228,14 +228,14 @@ class arithmetic_task final : public task {
   std::vector<problem> heldout_;
 
   std::int64_t draw_operand(std::mt19937_64& rng) const {
-    const auto digits = detail::uniform_between(rng, options_.min_digits, options_.max_digits);
+    const auto digits = grpo::detail::uniform_between(rng, options_.min_digits, options_.max_digits);
     std::int64_t hi = 1;
     for (std::int64_t i = 0; i < digits; ++i) hi *= 10;
-    return detail::uniform_between(rng, digits == 1 ? 0 : hi / 10, hi - 1);
+    return grpo::detail::uniform_between(rng, digits == 1 ? 0 : hi / 10, hi - 1);
   }
 
   operands draw(std::mt19937_64& rng) const {
-    const char op = options_.operations[detail::uniform_below(rng, options_.operations.size())];
+    const char op = options_.operations[grpo::detail::uniform_below(rng, options_.operations.size())];
     std::int64_t a = draw_operand(rng);
     std::int64_t b = draw_operand(rng);
     if (op == '-' && a < b) std::swap(a, b);

@@ -251,7 +251,7 @@ class countdown_task final : public task {
  public:
   explicit countdown_task(countdown_options options = {}) : options_(std::move(options)) {
     validate(options_);
-    std::mt19937_64 rng(detail::mix64(options_.seed));
+    std::mt19937_64 rng(grpo::detail::splitmix64(options_.seed));
     std::set<std::string> seen;
     const auto budget = static_cast<std::uint64_t>(
         1000.0 + 200.0 * static_cast<double>(options_.heldout_size) / options_.heldout_fraction);
@@ -310,9 +310,9 @@ class countdown_task final : public task {
 
   countdown_instance draw(std::mt19937_64& rng) const {
     countdown_instance x;
-    const std::int64_t count = detail::uniform_between(rng, options_.min_count, options_.max_count);
-    for (std::int64_t i = 0; i < count; ++i) x.numbers.push_back(detail::uniform_between(rng, 1, options_.max_number));
-    x.target = detail::uniform_between(rng, options_.min_target, options_.max_target);
+    const std::int64_t count = grpo::detail::uniform_between(rng, options_.min_count, options_.max_count);
+    for (std::int64_t i = 0; i < count; ++i) x.numbers.push_back(grpo::detail::uniform_between(rng, 1, options_.max_number));
+    x.target = grpo::detail::uniform_between(rng, options_.min_target, options_.max_target);
     return x;
   }
 

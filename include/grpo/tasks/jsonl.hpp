@@ -137,7 +137,7 @@ class dataset_task final : public task {
   answer_kind kind() const override { return kind_; }
   const char_tokenizer& tokenizer() const override { return tokenizer_; }
 
-  problem sample_train(std::mt19937_64& rng) const override { return train_[detail::uniform_below(rng, train_.size())]; }
+  problem sample_train(std::mt19937_64& rng) const override { return train_[grpo::detail::uniform_below(rng, train_.size())]; }
 
   std::size_t heldout_size() const override { return heldout_.size(); }
 

@@ -240,6 +240,28 @@ inline std::vector<named_reward> r1_rewards(const task& t) {
   return {{"accuracy", 1.0, accuracy_reward(t)}, {"format", 1.0, format_reward{}}};
 }
 
+/// The rewards a config can name (reward_funcs), in the order the message lists them.
+inline constexpr std::string_view reward_names[] = {"accuracy", "partial_accuracy", "format"};
+
+/// \throws config_error naming "reward_funcs" for a name not in reward_names.
+inline void check_reward_name(std::string_view name) {
+  std::string known;
+  for (const auto n : reward_names) {
+    if (n == name) return;
+    known += (known.empty() ? "" : ", ") + std::string(n);
+  }
+  grpo::detail::fail<config_error>("reward_funcs: unknown reward \"", name, "\" (expected one of: ", known, ")");
+}
+
+/// The reward function called `name` for task `t` (which must outlive it).
+/// \throws config_error as check_reward_name.
+inline reward_fn make_reward(std::string_view name, const task& t) {
+  check_reward_name(name);
+  if (name == "accuracy") return accuracy_reward(t);
+  if (name == "partial_accuracy") return partial_accuracy_reward(t);
+  return format_reward{};
+}
+
 static_assert(reward_function<format_reward>);
 static_assert(reward_function<accuracy_reward>);
 static_assert(reward_function<partial_accuracy_reward>);

@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "grpo/detail/random.hpp"
 #include "grpo/error.hpp"
 #include "grpo/tasks/expression.hpp"
 #include "grpo/tasks/tokenizer.hpp"
@@ -87,15 +88,7 @@ inline std::optional<std::int64_t> take_integer(std::string_view& s) {
   return value;
 }
 
-/// splitmix64's finalizer: a bijective mix whose low and high bits both depend on every input bit.
-inline std::uint64_t mix64(std::uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-/// A hash of `key` fixed forever (64-bit FNV-1a, then mix64), so a problem's split never depends
+/// A hash of `key` fixed forever (64-bit FNV-1a, then splitmix64), so a problem's split never depends
 /// on the platform, the standard library or the version of grpo.
 inline std::uint64_t stable_hash(std::string_view key) {
   std::uint64_t h = 0xcbf29ce484222325ULL;
@@ -103,29 +96,13 @@ inline std::uint64_t stable_hash(std::string_view key) {
     h ^= static_cast<unsigned char>(c);
     h *= 0x100000001b3ULL;
   }
-  return mix64(h);
+  return grpo::detail::splitmix64(h);
 }
 
 /// Whether the problem with canonical `key` belongs to the held-out split: a fixed partition of
 /// the problem space by hash, so the splits are disjoint whatever the seeds and sizes.
 inline bool in_heldout_split(std::string_view key, double heldout_fraction) {
   return static_cast<double>(stable_hash(key) >> 11) * 0x1.0p-53 < heldout_fraction;
-}
-
-/// Uniform in [0, n), n > 0, by rejection from the raw 64-bit stream. Unlike
-/// std::uniform_int_distribution, whose algorithm each standard library chooses, this gives the
-/// same problems for a seed everywhere.
-inline std::uint64_t uniform_below(std::mt19937_64& rng, std::uint64_t n) {
-  const std::uint64_t threshold = (0 - n) % n;  // 2^64 mod n: the draws below it would bias
-  while (true) {
-    const std::uint64_t r = rng();
-    if (r >= threshold) return r % n;
-  }
-}
-
-/// Uniform in [lo, hi], lo <= hi.
-inline std::int64_t uniform_between(std::mt19937_64& rng, std::int64_t lo, std::int64_t hi) {
-  return lo + static_cast<std::int64_t>(uniform_below(rng, static_cast<std::uint64_t>(hi - lo) + 1));
 }
 
 }  // namespace detail

@@ -21,6 +21,7 @@
 #include "grpo/concepts.hpp"
 #include "grpo/detail/json.hpp"
 #include "grpo/error.hpp"
+#include "grpo/train/codec.hpp"
 
 namespace grpo::tasks {
 
@@ -259,5 +260,24 @@ inline const char_tokenizer& builtin_tokenizer() {
   static const char_tokenizer instance = char_tokenizer::builtin();
   return instance;
 }
+
+/// A character tokenizer as the trainer's text codec: prompts are <bos> + the prompt, SFT targets
+/// end with <eos>, which is also the only stop token. The tokenizer must outlive the codec.
+class char_codec final : public train::text_codec {
+ public:
+  explicit char_codec(const char_tokenizer& tokenizer) : tokenizer_(&tokenizer) {}
+  std::vector<token_id> encode_prompt(std::string_view prompt) const override {
+    return tokenizer_->encode_prompt(prompt);
+  }
+  std::vector<token_id> encode_completion(std::string_view completion) const override {
+    return tokenizer_->encode_completion(completion);
+  }
+  std::string decode(std::span<const token_id> ids) const override { return tokenizer_->decode(ids); }
+  std::vector<token_id> stop_tokens() const override { return {tokenizer_->eos_id()}; }
+  std::int64_t vocab_size() const override { return tokenizer_->vocab_size(); }
+
+ private:
+  const char_tokenizer* tokenizer_;
+};
 
 }  // namespace grpo::tasks

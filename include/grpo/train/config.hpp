@@ -12,6 +12,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -19,12 +20,20 @@
 
 #include "grpo/config.hpp"
 #include "grpo/error.hpp"
+#include "grpo/loss_settings.hpp"
 #include "grpo/model/config.hpp"
+#include "grpo/tasks/rewards.hpp"
 #include "grpo/train/optimizer.hpp"
 #include "grpo/train/toml.hpp"
 #include "grpo/validate.hpp"
 
 namespace grpo::train {
+
+/// The system prompt of chat-formatted prompts unless a config sets one: it asks for the R1 format
+/// (DeepSeek-R1, arXiv:2501.12948, Table 1 describes the same protocol in its template).
+inline constexpr std::string_view default_system_prompt =
+    "You are a careful assistant. First think through the problem step by step inside <think> </think>, "
+    "then give only the final answer inside <answer> </answer>.";
 
 /// The settings of a run. Defaults are the built-in main job (see examples/configs/default.toml).
 struct train_config {
@@ -47,15 +56,11 @@ struct train_config {
   double temperature = 1.0;
   double top_p = 1.0;
   std::int64_t top_k = 0;
-  double beta = 0.0;
-  std::string kl_estimator = "k3";
-  double epsilon = 0.2;
-  double epsilon_high = 0.2;
-  double delta = 0.0;                              ///< 0: no two-sided cap
-  std::string loss_type = "dapo";
-  std::string scale_rewards = "group";
+  /// The loss and advantage settings (TRL names, top-level keys: beta, epsilon, epsilon_high,
+  /// loss_type, ...); resolve() turns them into options once, for the trainer as for `grpo loss`.
+  /// Unset epsilon_high means epsilon (TRL).
+  loss_settings loss{};
   std::int64_t num_iterations = 1;                 ///< mu
-  std::string importance_sampling_level = "token";
   bool mask_truncated_completions = true;
   bool dynamic_sampling = false;                   ///< drop groups whose rewards are all equal (DAPO)
   std::vector<std::string> reward_funcs = {"accuracy", "format"};  ///< accuracy, partial_accuracy, format
@@ -63,6 +68,10 @@ struct train_config {
   std::int64_t logging_steps = 1;
   std::int64_t save_steps = 0;                     ///< 0: a checkpoint only at the end
   std::size_t threads = 0;                         ///< 0: all cores
+  // [chat]: how a task's prompt becomes the policy's input (Hugging Face tokenizers only; the
+  // built-in character tokenizer always feeds <bos> + the prompt).
+  std::string chat_template = "auto";              ///< auto (chatml when the tokenizer has <|im_start|>), chatml, plain
+  std::string system_prompt{default_system_prompt};
   // [task]
   std::string task = "arithmetic";
   std::string data = "";                           ///< JSONL file of {"prompt", "answer"} (overrides task)
@@ -80,6 +89,8 @@ struct train_config {
   std::int64_t max_position_embeddings = 96;
   double init_std = 0.02;
   std::string init = "";                           ///< a model directory to start from (skips nothing)
+  std::string policy = "native";                   ///< native (grpo's CPU transformer) or torch (LibTorch)
+  std::string device = "cpu";                      ///< torch policy: cpu or cuda
   // [sft]
   std::int64_t sft_steps = 150;
   std::int64_t sft_examples = 2000;                ///< distinct demonstrations
@@ -112,6 +123,8 @@ struct train_config {
   adamw_options sft_adam() const { return {adam_beta1, adam_beta2, sft_adam_epsilon, weight_decay}; }
   std::int64_t generation_batch_size() const { return per_device_train_batch_size * gradient_accumulation_steps; }
   std::int64_t prompts_per_step() const { return generation_batch_size() / num_generations; }
+  /// The loss settings resolved against the generation limit (Dr. GRPO's C = max_completion_length).
+  resolved_loss_settings resolved_loss() const { return resolve(loss, max_completion_length); }
 
   /// Throws config_error naming the first invalid field.
   void validate() const {
@@ -141,22 +154,26 @@ struct train_config {
                "learning_rate: must be a finite value >= 0, got ", learning_rate);
     GRPO_CHECK(std::isfinite(sft_learning_rate) && sft_learning_rate >= 0, config_error,
                "sft_learning_rate: must be a finite value >= 0, got ", sft_learning_rate);
-    GRPO_CHECK(std::isfinite(temperature) && temperature > 0, config_error,
-               "temperature: must be a finite value > 0, got ", temperature);
-    GRPO_CHECK(std::isfinite(beta) && beta >= 0, config_error, "beta: must be a finite value >= 0, got ", beta);
-    GRPO_CHECK(delta == 0.0 || (std::isfinite(delta) && delta > 1.0), config_error,
-               "delta: must be 0 (off) or a finite value > 1, got ", delta);
+    GRPO_CHECK(std::isfinite(temperature) && temperature > 0 && std::isfinite(1.0 / temperature), config_error,
+               "temperature: must be a finite value > 0 with a finite inverse, got ", temperature);
+    GRPO_CHECK(std::isfinite(top_p) && top_p > 0 && top_p <= 1, config_error, "top_p: must be in (0, 1], got ", top_p);
+    at_least(top_k, 0, "top_k");
+    resolved_loss();
     GRPO_CHECK(reward_funcs.size() == reward_weights.size(), config_error, "reward_weights: expected ",
                reward_funcs.size(), " weights (one per reward_funcs entry), got ", reward_weights.size());
-    for (const auto& name : reward_funcs)
-      GRPO_CHECK(name == "accuracy" || name == "format" || name == "partial_accuracy", config_error,
-                 "reward_funcs: unknown reward \"", name, "\" (expected accuracy, partial_accuracy or format)");
+    for (const auto& name : reward_funcs) tasks::check_reward_name(name);
     parse_lr_scheduler(lr_scheduler_type);
     parse_lr_scheduler(sft_lr_scheduler_type, "sft_lr_scheduler_type");
-    parse_loss_type(loss_type);
-    parse_reward_scale(scale_rewards);
-    parse_kl_estimator(kl_estimator);
-    parse_ratio_level(importance_sampling_level, "importance_sampling_level");
+    GRPO_CHECK(policy == "native" || policy == "torch", config_error, "model.policy: unknown policy \"", policy,
+               "\" (expected native or torch)");
+    GRPO_CHECK(device == "cpu" || device == "cuda" || device.starts_with("cuda:"), config_error,
+               "model.device: unknown device \"", device, "\" (expected cpu, cuda or cuda:N)");
+    GRPO_CHECK(policy == "torch" || device == "cpu", config_error, "model.device: the native policy runs on the cpu, got \"",
+               device, "\" (set model.policy = \"torch\")");
+    GRPO_CHECK(policy == "native" || !init.empty(), config_error,
+               "model.init: the torch policy needs a Hugging Face model directory (--model DIR)");
+    GRPO_CHECK(chat_template == "auto" || chat_template == "chatml" || chat_template == "plain", config_error,
+               "chat.template: unknown template \"", chat_template, "\" (expected auto, chatml or plain)");
     validate(adam());
     grpo::detail::expect_positive(sft_adam_epsilon, "sft_adam_epsilon");
     model_config(64).validate();
@@ -172,7 +189,7 @@ namespace detail {
 struct field {
   std::string key;
   std::function<void(train_config&, const toml::value&)> set;
-  std::function<std::string(const train_config&)> get;
+  std::function<std::optional<std::string>(const train_config&)> get;  ///< nullopt: unset
 };
 
 [[noreturn]] inline void type_error(std::string_view key, std::string_view expected, const toml::value& v) {
@@ -189,66 +206,96 @@ inline double as_float(std::string_view key, const toml::value& v) {
   return v.floating;
 }
 
+template <class T>
+struct is_optional : std::false_type {};
+template <class T>
+struct is_optional<std::optional<T>> : std::true_type {};
+
 template <class M>
-field make_field(std::string key, M train_config::*member) {
+M parse_value(const std::string& key, const toml::value& v) {
+  if constexpr (is_optional<M>::value) {
+    return parse_value<typename M::value_type>(key, v);
+  } else if constexpr (std::is_same_v<M, std::string>) {
+    if (v.type != toml::kind::string) type_error(key, "a string", v);
+    return v.string;
+  } else if constexpr (std::is_same_v<M, bool>) {
+    if (v.type != toml::kind::boolean) type_error(key, "true or false", v);
+    return v.boolean;
+  } else if constexpr (std::is_same_v<M, double>) {
+    return as_float(key, v);
+  } else if constexpr (std::is_same_v<M, std::vector<double>>) {
+    if (v.type != toml::kind::array) type_error(key, "an array of numbers", v);
+    std::vector<double> out;
+    for (const auto& x : v.array) out.push_back(as_float(key, x));
+    return out;
+  } else if constexpr (std::is_same_v<M, std::vector<std::int64_t>>) {
+    if (v.type != toml::kind::array) type_error(key, "an array of integers", v);
+    std::vector<std::int64_t> out;
+    for (const auto& x : v.array) out.push_back(as_integer(key, x));
+    return out;
+  } else if constexpr (std::is_same_v<M, std::vector<std::string>>) {
+    if (v.type != toml::kind::array) type_error(key, "an array of strings", v);
+    std::vector<std::string> out;
+    for (const auto& x : v.array) {
+      if (x.type != toml::kind::string) type_error(key, "an array of strings", x);
+      out.push_back(x.string);
+    }
+    return out;
+  } else {
+    const std::int64_t x = as_integer(key, v);
+    GRPO_CHECK(x >= 0 || std::is_signed_v<M>, config_error, key, ": must be >= 0, got ", x);
+    return static_cast<M>(x);
+  }
+}
+
+template <class M>
+std::string format_value(const M& x) {
+  if constexpr (std::is_same_v<M, std::string>) {
+    return toml::quote(x);
+  } else if constexpr (std::is_same_v<M, bool>) {
+    return x ? "true" : "false";
+  } else if constexpr (std::is_same_v<M, double>) {
+    return toml::format_float(x);
+  } else if constexpr (std::is_same_v<M, std::vector<double>> || std::is_same_v<M, std::vector<std::int64_t>> ||
+                       std::is_same_v<M, std::vector<std::string>>) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < x.size(); ++i) out += (i ? ", " : "") + format_value(x[i]);
+    return out + "]";
+  } else {
+    return std::to_string(x);
+  }
+}
+
+/// The field `key` of the member that `member(config)` returns (member takes a train_config or a
+/// const one). An optional member is unset when
+/// its key is absent, and left out of the TOML written back.
+template <class Member>
+field make_field(std::string key, Member member) {
+  using M = std::remove_reference_t<decltype(member(std::declval<train_config&>()))>;
   field f;
   f.key = key;
-  f.set = [key, member](train_config& c, const toml::value& v) {
-    if constexpr (std::is_same_v<M, std::string>) {
-      if (v.type != toml::kind::string) type_error(key, "a string", v);
-      c.*member = v.string;
-    } else if constexpr (std::is_same_v<M, bool>) {
-      if (v.type != toml::kind::boolean) type_error(key, "true or false", v);
-      c.*member = v.boolean;
-    } else if constexpr (std::is_same_v<M, double>) {
-      c.*member = as_float(key, v);
-    } else if constexpr (std::is_same_v<M, std::vector<double>>) {
-      if (v.type != toml::kind::array) type_error(key, "an array of numbers", v);
-      std::vector<double> out;
-      for (const auto& x : v.array) out.push_back(as_float(key, x));
-      c.*member = out;
-    } else if constexpr (std::is_same_v<M, std::vector<std::int64_t>>) {
-      if (v.type != toml::kind::array) type_error(key, "an array of integers", v);
-      std::vector<std::int64_t> out;
-      for (const auto& x : v.array) out.push_back(as_integer(key, x));
-      c.*member = out;
-    } else if constexpr (std::is_same_v<M, std::vector<std::string>>) {
-      if (v.type != toml::kind::array) type_error(key, "an array of strings", v);
-      std::vector<std::string> out;
-      for (const auto& x : v.array) {
-        if (x.type != toml::kind::string) type_error(key, "an array of strings", x);
-        out.push_back(x.string);
-      }
-      c.*member = out;
+  f.set = [key, member](train_config& c, const toml::value& v) { member(c) = parse_value<M>(key, v); };
+  f.get = [member](const train_config& c) -> std::optional<std::string> {
+    const M& x = member(c);
+    if constexpr (is_optional<M>::value) {
+      if (!x) return std::nullopt;
+      return format_value(*x);
     } else {
-      const std::int64_t x = as_integer(key, v);
-      GRPO_CHECK(x >= 0 || std::is_signed_v<M>, config_error, key, ": must be >= 0, got ", x);
-      c.*member = static_cast<M>(x);
-    }
-  };
-  f.get = [member](const train_config& c) -> std::string {
-    const M& x = c.*member;
-    if constexpr (std::is_same_v<M, std::string>) {
-      return toml::quote(x);
-    } else if constexpr (std::is_same_v<M, bool>) {
-      return x ? "true" : "false";
-    } else if constexpr (std::is_same_v<M, double>) {
-      return toml::format_float(x);
-    } else if constexpr (std::is_same_v<M, std::vector<double>> || std::is_same_v<M, std::vector<std::int64_t>> ||
-                         std::is_same_v<M, std::vector<std::string>>) {
-      std::string out = "[";
-      for (std::size_t i = 0; i < x.size(); ++i) {
-        if (i) out += ", ";
-        if constexpr (std::is_same_v<M, std::vector<double>>) out += toml::format_float(x[i]);
-        else if constexpr (std::is_same_v<M, std::vector<std::string>>) out += toml::quote(x[i]);
-        else out += std::to_string(x[i]);
-      }
-      return out + "]";
-    } else {
-      return std::to_string(x);
+      return format_value(x);
     }
   };
   return f;
+}
+
+template <class M>
+field make_field(std::string key, M train_config::*member) {
+  return make_field(std::move(key), [member](auto& c) -> auto& { return c.*member; });
+}
+
+/// A field of the loss settings, under its top-level TRL key.
+template <class M>
+field loss_field(std::string key, M loss_settings::*member) {
+  return make_field(std::move(key), [member](auto& c) -> auto& { return c.loss.*member; });
 }
 
 inline const std::vector<field>& fields() {
@@ -272,15 +319,20 @@ inline const std::vector<field>& fields() {
       make_field("temperature", &c::temperature),
       make_field("top_p", &c::top_p),
       make_field("top_k", &c::top_k),
-      make_field("beta", &c::beta),
-      make_field("kl_estimator", &c::kl_estimator),
-      make_field("epsilon", &c::epsilon),
-      make_field("epsilon_high", &c::epsilon_high),
-      make_field("delta", &c::delta),
-      make_field("loss_type", &c::loss_type),
-      make_field("scale_rewards", &c::scale_rewards),
+      loss_field("beta", &loss_settings::beta),
+      loss_field("kl_estimator", &loss_settings::kl_estimator),
+      loss_field("epsilon", &loss_settings::epsilon),
+      loss_field("epsilon_high", &loss_settings::epsilon_high),
+      loss_field("delta", &loss_settings::delta),
+      loss_field("dual_clip", &loss_settings::dual_clip),
+      loss_field("loss_type", &loss_settings::loss_type),
+      loss_field("loss_agg_mode", &loss_settings::loss_agg_mode),
+      loss_field("scale_rewards", &loss_settings::scale_rewards),
+      loss_field("adv_epsilon", &loss_settings::adv_epsilon),
+      loss_field("importance_sampling_level", &loss_settings::importance_sampling_level),
+      loss_field("log_ratio_bound", &loss_settings::log_ratio_bound),
+      loss_field("entropy_coef", &loss_settings::entropy_coef),
       make_field("num_iterations", &c::num_iterations),
-      make_field("importance_sampling_level", &c::importance_sampling_level),
       make_field("mask_truncated_completions", &c::mask_truncated_completions),
       make_field("dynamic_sampling", &c::dynamic_sampling),
       make_field("reward_funcs", &c::reward_funcs),
@@ -303,6 +355,8 @@ inline const std::vector<field>& fields() {
       make_field("model.max_position_embeddings", &c::max_position_embeddings),
       make_field("model.init_std", &c::init_std),
       make_field("model.init", &c::init),
+      make_field("model.policy", &c::policy),
+      make_field("model.device", &c::device),
       make_field("sft.steps", &c::sft_steps),
       make_field("sft.examples", &c::sft_examples),
       make_field("sft.batch_size", &c::sft_batch_size),
@@ -314,6 +368,8 @@ inline const std::vector<field>& fields() {
       make_field("eval.num_samples", &c::eval_num_samples),
       make_field("eval.pass_k", &c::eval_pass_k),
       make_field("eval.temperature", &c::eval_temperature),
+      make_field("chat.template", &c::chat_template),
+      make_field("chat.system_prompt", &c::system_prompt),
   };
   return all;
 }
@@ -375,7 +431,8 @@ inline std::string to_toml(const train_config& config) {
       out << "\n[" << s << "]\n";
       section = s;
     }
-    out << (dot == std::string::npos ? f.key : f.key.substr(dot + 1)) << " = " << f.get(config) << "\n";
+    const std::optional<std::string> value = f.get(config);
+    if (value) out << (dot == std::string::npos ? f.key : f.key.substr(dot + 1)) << " = " << *value << "\n";
   }
   return out.str();
 }

@@ -17,80 +17,37 @@
 #include <string_view>
 
 #include "grpo/error.hpp"
-#include "grpo/model/parameters.hpp"
+#include "grpo/train/adamw_options.hpp"
 #include "grpo/validate.hpp"
 
 namespace grpo::train {
 
-/// AdamW hyper-parameters (TRL / transformers TrainingArguments names and defaults).
-struct adamw_options {
-  double adam_beta1 = 0.9;
-  double adam_beta2 = 0.999;
-  double adam_epsilon = 1e-8;
-  double weight_decay = 0.0;
-};
-
-/// Throws config_error naming the field: betas in [0, 1), epsilon > 0, weight_decay >= 0.
-inline void validate(const adamw_options& o) {
-  GRPO_CHECK(std::isfinite(o.adam_beta1) && o.adam_beta1 >= 0 && o.adam_beta1 < 1, config_error,
-             "adam_beta1: must be in [0, 1), got ", o.adam_beta1);
-  GRPO_CHECK(std::isfinite(o.adam_beta2) && o.adam_beta2 >= 0 && o.adam_beta2 < 1, config_error,
-             "adam_beta2: must be in [0, 1), got ", o.adam_beta2);
-  grpo::detail::expect_positive(o.adam_epsilon, "adam_epsilon");
-  grpo::detail::expect_non_negative(o.weight_decay, "weight_decay");
-}
-
-/// AdamW over a flat parameter buffer. The moments have the parameters' layout, so a checkpoint
-/// stores them under the weights' names.
+/// One AdamW update of flat buffers (weights, their gradients and the two moments, all of one
+/// size), the `step`-th of the run (1-based: the bias corrections use it), at learning rate `lr`.
+/// Every value is updated in double and rounded once, sequentially, so the result does not
+/// depend on the thread count.
+/// \throws shape_error naming "grads" when the sizes differ, config_error naming "lr" or "step".
 template <class T>
-class adamw {
- public:
-  /// Zero moments for `config`'s layout; validates the options.
-  adamw(const model::transformer_config& config, adamw_options options)
-      : options_(options), exp_avg_(config), exp_avg_sq_(config) {
-    validate(options_);
+void adamw_update(const adamw_options& options, std::int64_t step, std::span<T> weights, std::span<const T> grads,
+                  std::span<T> exp_avg, std::span<T> exp_avg_sq, double lr) {
+  GRPO_CHECK(grads.size() == weights.size() && exp_avg.size() == weights.size() && exp_avg_sq.size() == weights.size(),
+             shape_error, "grads: expected ", weights.size(), " values (and moments of that size), got ", grads.size());
+  GRPO_CHECK(std::isfinite(lr) && lr >= 0, config_error, "lr: must be a finite value >= 0, got ", lr);
+  GRPO_CHECK(step >= 1, config_error, "step: must be >= 1, got ", step);
+  const double b1 = options.adam_beta1, b2 = options.adam_beta2;
+  const double c1 = 1.0 - std::pow(b1, static_cast<double>(step));
+  const double c2 = 1.0 - std::pow(b2, static_cast<double>(step));
+  const double decay = 1.0 - lr * options.weight_decay;
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    const double gi = static_cast<double>(grads[i]);
+    const double mi = b1 * static_cast<double>(exp_avg[i]) + (1.0 - b1) * gi;
+    const double vi = b2 * static_cast<double>(exp_avg_sq[i]) + (1.0 - b2) * gi * gi;
+    exp_avg[i] = static_cast<T>(mi);
+    exp_avg_sq[i] = static_cast<T>(vi);
+    const double update = (mi / c1) / (std::sqrt(vi / c2) + options.adam_epsilon);
+    weights[i] = static_cast<T>(static_cast<double>(weights[i]) * decay - lr * update);
   }
-
-  /// One update of `weights` with `grads` at learning rate `lr` (>= 0, finite).
-  /// \throws shape_error naming "grads" when the layouts differ, config_error naming "lr".
-  void step(model::parameters<T>& weights, const model::parameters<T>& grads, double lr) {
-    GRPO_CHECK(grads.size() == weights.size() && weights.size() == exp_avg_.size(), shape_error,
-               "grads: expected ", exp_avg_.size(), " values, got ", grads.size());
-    GRPO_CHECK(std::isfinite(lr) && lr >= 0, config_error, "lr: must be a finite value >= 0, got ", lr);
-    ++steps_;
-    const double b1 = options_.adam_beta1, b2 = options_.adam_beta2;
-    const double c1 = 1.0 - std::pow(b1, static_cast<double>(steps_));
-    const double c2 = 1.0 - std::pow(b2, static_cast<double>(steps_));
-    const double decay = 1.0 - lr * options_.weight_decay;
-    T* p = weights.data();
-    const T* g = grads.data();
-    T* m = exp_avg_.data();
-    T* v = exp_avg_sq_.data();
-    for (std::size_t i = 0; i < weights.size(); ++i) {
-      const double gi = static_cast<double>(g[i]);
-      const double mi = b1 * static_cast<double>(m[i]) + (1.0 - b1) * gi;
-      const double vi = b2 * static_cast<double>(v[i]) + (1.0 - b2) * gi * gi;
-      m[i] = static_cast<T>(mi);
-      v[i] = static_cast<T>(vi);
-      const double update = (mi / c1) / (std::sqrt(vi / c2) + options_.adam_epsilon);
-      p[i] = static_cast<T>(static_cast<double>(p[i]) * decay - lr * update);
-    }
-  }
-
-  const adamw_options& options() const { return options_; }
-  std::int64_t steps() const { return steps_; }
-  void set_steps(std::int64_t steps) { steps_ = steps; }
-  model::parameters<T>& exp_avg() { return exp_avg_; }
-  model::parameters<T>& exp_avg_sq() { return exp_avg_sq_; }
-  const model::parameters<T>& exp_avg() const { return exp_avg_; }
-  const model::parameters<T>& exp_avg_sq() const { return exp_avg_sq_; }
-
- private:
-  adamw_options options_;
-  model::parameters<T> exp_avg_;
-  model::parameters<T> exp_avg_sq_;
-  std::int64_t steps_ = 0;
-};
+}
 
 /// The global L2 norm of `grads` (summed in double, in order) and, when it exceeds max_norm,
 /// `grads` scaled by max_norm / (norm + 1e-6) as PyTorch's clip_grad_norm_. max_norm <= 0 only
