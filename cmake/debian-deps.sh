@@ -5,7 +5,7 @@
 #   bash cmake/debian-deps.sh --backends   also the backends' dependencies (LibTorch with OpenBLAS, Thrust) and Google Benchmark
 set -euo pipefail
 
-packages=(cmake ninja-build g++ catch2 libcli11-dev python3 python3-numpy python3-venv python3-matplotlib)
+packages=(cmake ninja-build g++ pkg-config catch2 libcli11-dev libpcre2-dev libutf8proc-dev python3 python3-numpy python3-venv python3-matplotlib)
 if [[ "${1:-}" == "--backends" ]]; then
   # OpenBLAS becomes the libblas.so.3 alternative that Debian's torch loads (about 30x the reference BLAS).
   packages+=(libtorch-dev libthrust-dev libcub-dev libbenchmark-dev libopenblas0-pthread)
