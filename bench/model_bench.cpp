@@ -178,7 +178,7 @@ std::string json_list(const Range& values) {
     if (!first) out += ", ";
     first = false;
     if constexpr (std::is_floating_point_v<std::decay_t<decltype(v)>>)
-      out += grpo::model::detail::json_number(static_cast<double>(v));
+      out += grpo::detail::json::number(static_cast<double>(v));
     else
       out += std::to_string(v);
   }

@@ -4,6 +4,7 @@
 // independent NumPy implementation of Hugging Face Llama, and the gradient by finite differences.
 #include "grpo/model/model.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -84,21 +85,25 @@ TEST_CASE("model config: config.json round trip and Hugging Face defaults", "[mo
   c.rms_norm_eps = 1e-5;
   c.rope_theta = 1e6;
   const auto text = to_json(c);
-  CHECK(text.find("\"model_type\": \"llama\"") != std::string::npos);
+  // q/k/v biases without an o_proj bias: a Qwen2 (a Llama's attention_bias would add one to o_proj).
+  CHECK(text.find("\"model_type\": \"qwen2\"") != std::string::npos);
   CHECK(text.find("\"head_dim\": 4") != std::string::npos);
   CHECK(text.find("\"rope_theta\": 1000000.0") != std::string::npos);
   CHECK(config_from_json(text) == c);
 
-  // A minimal Hugging Face config: the optional fields take LlamaConfig's defaults.
+  // A minimal Hugging Face config (hf::parse_model_config's required fields): num_key_value_heads
+  // defaults to num_attention_heads, tie_word_embeddings to false, and a Qwen2 always has q/k/v
+  // biases (Qwen2Config has no attention_bias field).
   const auto minimal = config_from_json(R"({"vocab_size": 32, "hidden_size": 16, "intermediate_size": 40,
       "num_hidden_layers": 1, "num_attention_heads": 4, "architectures": ["Qwen2ForCausalLM"],
+      "max_position_embeddings": 64, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
       "torch_dtype": "bfloat16", "rope_scaling": null, "hidden_act": "silu"})");
   CHECK(minimal.num_key_value_heads == 4);
-  CHECK(minimal.max_position_embeddings == 2048);
+  CHECK(minimal.max_position_embeddings == 64);
   CHECK(minimal.rms_norm_eps == 1e-6);
   CHECK(minimal.rope_theta == 10000.0);
   CHECK_FALSE(minimal.tie_word_embeddings);
-  CHECK_FALSE(minimal.attention_bias);
+  CHECK(minimal.attention_bias);
 
   const auto dir = fresh_directory("config");
   std::filesystem::create_directories(dir);
@@ -108,7 +113,10 @@ TEST_CASE("model config: config.json round trip and Hugging Face defaults", "[mo
 }
 
 TEST_CASE("model config: config.json errors", "[model][config]") {
-  const std::string base = R"("vocab_size": 32, "hidden_size": 16, "intermediate_size": 40, "num_hidden_layers": 1)";
+  // Every field hf::parse_model_config requires but num_attention_heads and rms_norm_eps.
+  const std::string base = R"("model_type": "llama", "vocab_size": 32, "hidden_size": 16, "intermediate_size": 40,
+      "num_hidden_layers": 1, "max_position_embeddings": 64, "rope_theta": 10000.0)";
+  const std::string eps = R"(, "rms_norm_eps": 1e-6)";
   require_error([&] { (void)config_from_json("{" + base + "}", "my/config.json"); },
                 {"num_attention_heads", "missing", "my/config.json"});
   require_error([&] { (void)config_from_json("{" + base + R"(, "num_attention_heads": "4"})"); },
@@ -116,18 +124,29 @@ TEST_CASE("model config: config.json errors", "[model][config]") {
   require_error([&] { (void)config_from_json("{" + base + R"(, "num_attention_heads": 4, "rms_norm_eps": true})"); },
                 {"rms_norm_eps", "finite number"});
   require_error(
-      [&] { (void)config_from_json("{" + base + R"(, "num_attention_heads": 4, "tie_word_embeddings": 1})"); },
+      [&] { (void)config_from_json("{" + base + eps + R"(, "num_attention_heads": 4, "tie_word_embeddings": 1})"); },
       {"tie_word_embeddings", "true or false"});
-  require_error([&] { (void)config_from_json("{" + base + R"(, "num_attention_heads": 4, "hidden_act": "gelu"})"); },
-                {"hidden_act", "silu", "gelu"});
+  require_error(
+      [&] { (void)config_from_json("{" + base + eps + R"(, "num_attention_heads": 4, "hidden_act": "gelu"})"); },
+      {"hidden_act", "silu", "gelu"});
   require_error(
       [&] {
-        (void)config_from_json("{" + base + R"(, "num_attention_heads": 4, "rope_scaling": {"type": "linear"}})");
+        (void)config_from_json("{" + base + eps + R"(, "num_attention_heads": 4, "rope_scaling": {"type": "linear"}})");
       },
       {"rope_scaling", "not supported"});
-  require_error([&] { (void)config_from_json("{" + base + R"(, "num_attention_heads": 4, "head_dim": 8})"); },
+  require_error([&] { (void)config_from_json("{" + base + eps + R"(, "num_attention_heads": 4, "head_dim": 8})"); },
                 {"head_dim", "must equal", "got 8"});
-  require_error([&] { (void)config_from_json("{" + base + R"(, "num_attention_heads": 3})"); }, {"hidden_size"});
+  // 20 / 3 heads: transformers would run head_dim 20 // 3 = 6; the native model has no such head_dim.
+  require_error(
+      [&] {
+        (void)config_from_json(R"({"model_type": "llama", "vocab_size": 32, "hidden_size": 20, "intermediate_size": 40,
+            "num_hidden_layers": 1, "max_position_embeddings": 64, "rope_theta": 10000.0, "rms_norm_eps": 1e-6,
+            "num_attention_heads": 3})");
+      },
+      {"hidden_size", "divisible by num_attention_heads (3)", "got 20"});
+  // 16 / 3 heads: the head dimension transformers derives (16 // 3 = 5) cannot rotate in pairs.
+  require_error([&] { (void)config_from_json("{" + base + eps + R"(, "num_attention_heads": 3})"); },
+                {"head_dim", "even", "got 5"});
   require_error([&] { (void)config_from_json("{" + base + ",}", "bad.json"); }, {"bad.json", "invalid JSON"});
   require_error([&] { (void)config_from_json("[1]"); }, {"config.json", "object"});
   require_error([&] { (void)read_config("/nonexistent/grpo/config.json"); }, {"/nonexistent/grpo/config.json"});
@@ -232,9 +251,19 @@ TEST_CASE("model parameters: loading rejects files that do not match the config"
   initialize(w, 3);
   save_pretrained(w, dir);
 
-  // The config says tied embeddings: lm_head.weight is then not part of the architecture.
+  // The config says tied embeddings: lm_head.weight is then ignored, as transformers and the
+  // LibTorch loader do (the output layer is the embedding).
   write_config(tiny_config(true, false), dir / "config.json");
-  require_error([&] { (void)load_pretrained<float>(dir); }, {"lm_head.weight", "unexpected tensor"});
+  const auto tied = load_pretrained<float>(dir);
+  CHECK(tied.layout().find("lm_head.weight") == nullptr);
+  CHECK(std::equal(tied["model.embed_tokens.weight"].begin(), tied["model.embed_tokens.weight"].end(),
+                   w["model.embed_tokens.weight"].begin()));
+  // A tensor the architecture does not have is an error naming it: biases the config lacks.
+  parameters<float> biased(tiny_config(false, true));
+  save_pretrained(biased, dir / "biased");
+  write_config(tiny_config(false, false), dir / "biased" / "config.json");
+  require_error([&] { (void)load_pretrained<float>(dir / "biased"); },
+                {"model.layers.0.self_attn.k_proj.bias", "unexpected tensor", "model.safetensors"});
   // The config says q/k/v biases, which the file lacks.
   write_config(tiny_config(false, true), dir / "config.json");
   require_error([&] { (void)load_pretrained<float>(dir); }, {"model.layers.0.self_attn.q_proj.bias", "missing"});

@@ -6,6 +6,8 @@
 // lone surrogates, trailing garbage) is an error rather than something to guess about.
 #pragma once
 
+#include <charconv>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -338,6 +340,19 @@ class parser {
 
 /// Parses one complete JSON document; errors are io_error starting with `context`.
 inline value parse(std::string_view text, std::string_view context) { return parser(text, context).parse_document(); }
+
+/// Shortest text that reads back as the same double, in fixed notation for moderate magnitudes
+/// (1000000.0 rather than 1e+06) with a ".0" on integers so Python reads a float.
+inline std::string number(double value) {
+  char buffer[400];
+  const double magnitude = std::fabs(value);
+  const bool fixed = magnitude == 0.0 || (magnitude >= 1e-4 && magnitude < 1e16);
+  const auto result = std::to_chars(buffer, buffer + sizeof buffer, value,
+                                    fixed ? std::chars_format::fixed : std::chars_format::scientific);
+  std::string text(buffer, result.ptr);
+  if (text.find_first_of(".eE") == std::string::npos) text += ".0";
+  return text;
+}
 
 /// `s` as a JSON string literal: quotes, backslashes and control characters escaped; other bytes
 /// (UTF-8) copied as they are.

@@ -24,7 +24,6 @@
 
 #include "grpo/detail/json.hpp"
 #include "grpo/error.hpp"
-#include "grpo/model/config.hpp"
 
 namespace grpo::hf {
 
@@ -401,7 +400,7 @@ inline std::string json_int_or_list(const std::vector<std::int64_t>& ids) {
 /// which transformers 4.x and 5.x both read, with `dtype` as "torch_dtype" (the dtype of the
 /// tensors saved beside it). Deterministic, one field per line.
 inline std::string to_json(const model_config& c, std::string_view dtype = "float32") {
-  using grpo::model::detail::json_number;
+  using grpo::detail::json::number;
   std::ostringstream out;
   out << "{\n"
       << "  \"architectures\": [\"" << architecture_name(c.architecture) << "\"],\n"
@@ -414,8 +413,8 @@ inline std::string to_json(const model_config& c, std::string_view dtype = "floa
       << "  \"num_key_value_heads\": " << c.num_key_value_heads << ",\n"
       << "  \"head_dim\": " << c.head_dim << ",\n"
       << "  \"max_position_embeddings\": " << c.max_position_embeddings << ",\n"
-      << "  \"rms_norm_eps\": " << json_number(c.rms_norm_eps) << ",\n"
-      << "  \"rope_theta\": " << json_number(c.rope_theta) << ",\n"
+      << "  \"rms_norm_eps\": " << number(c.rms_norm_eps) << ",\n"
+      << "  \"rope_theta\": " << number(c.rope_theta) << ",\n"
       << "  \"rope_scaling\": null,\n"
       << "  \"tie_word_embeddings\": " << (c.tie_word_embeddings ? "true" : "false") << ",\n";
   if (c.architecture != architecture::qwen2)

@@ -1,28 +1,27 @@
 // SPDX-License-Identifier: Apache-2.0
 // grpo/model/config.hpp: the architecture of grpo's native policy, a decoder-only transformer of
 // the Llama / Qwen2 family (Touvron et al. 2023, "LLaMA"; Qwen2 adds q/k/v biases), described with
-// the field names of a Hugging Face config.json so a file written here reads as a LlamaConfig.
-// Only what the model implements is accepted: SiLU activations, plain RoPE (no rope_scaling) and a
-// head dimension of hidden_size / num_attention_heads; anything else is a config_error, never
-// silently ignored. Unknown fields (architectures, torch_dtype, token ids, ...) are ignored.
+// the field names of a Hugging Face config.json, and its writer: a file that transformers and
+// grpo::hf::parse_model_config read as a LlamaConfig (no biases) or a Qwen2Config (q/k/v biases).
+// The model has SiLU activations, plain RoPE and a head dimension of hidden_size /
+// num_attention_heads. A config.json is read by the parser every grpo model shares
+// (grpo/hf/model_config.hpp) and mapped onto the native architecture by from_hf, which refuses
+// what the native transformer cannot run.
 #pragma once
 
 #include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <limits>
-#include <optional>
 #include <span>
 #include <sstream>
 #include <string>
 #include <string_view>
-#include <system_error>
 
 #include "grpo/detail/json.hpp"
 #include "grpo/error.hpp"
+#include "grpo/hf/model_config.hpp"
 #include "grpo/safetensors.hpp"
 
 namespace grpo::model {
@@ -91,30 +90,17 @@ struct transformer_config {
   friend bool operator==(const transformer_config&, const transformer_config&) = default;
 };
 
-namespace detail {
-
-/// Shortest text that reads back as the same double, in fixed notation for moderate magnitudes
-/// (1000000.0 rather than 1e+06) with a ".0" on integers so Python reads a float.
-inline std::string json_number(double value) {
-  char buffer[400];
-  const double magnitude = std::fabs(value);
-  const bool fixed = magnitude == 0.0 || (magnitude >= 1e-4 && magnitude < 1e16);
-  const auto result = std::to_chars(buffer, buffer + sizeof buffer, value,
-                                    fixed ? std::chars_format::fixed : std::chars_format::scientific);
-  std::string text(buffer, result.ptr);
-  if (text.find_first_of(".eE") == std::string::npos) text += ".0";
-  return text;
-}
-
-}  // namespace detail
-
-/// The config as a Hugging Face config.json ("model_type": "llama", plus "head_dim",
-/// "hidden_act": "silu" and "torch_dtype": "float32"), one field per line, deterministic.
+/// The config as a Hugging Face config.json in the transformers 4.x layout (top-level rope_theta,
+/// torch_dtype "float32"), one field per line, deterministic. Without attention_bias it is a
+/// LlamaForCausalLM; with it a Qwen2ForCausalLM, because a Llama's "attention_bias" also puts a
+/// bias on o_proj (transformers' LlamaAttention), which this architecture does not have, while
+/// Qwen2 has biases on q_proj, k_proj and v_proj only.
 inline std::string to_json(const transformer_config& config) {
+  const bool qwen2 = config.attention_bias;
   std::ostringstream out;
   out << "{\n"
-      << "  \"architectures\": [\"LlamaForCausalLM\"],\n"
-      << "  \"model_type\": \"llama\",\n"
+      << "  \"architectures\": [\"" << (qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM") << "\"],\n"
+      << "  \"model_type\": \"" << (qwen2 ? "qwen2" : "llama") << "\",\n"
       << "  \"vocab_size\": " << config.vocab_size << ",\n"
       << "  \"hidden_size\": " << config.hidden_size << ",\n"
       << "  \"intermediate_size\": " << config.intermediate_size << ",\n"
@@ -123,106 +109,19 @@ inline std::string to_json(const transformer_config& config) {
       << "  \"num_key_value_heads\": " << config.num_key_value_heads << ",\n"
       << "  \"head_dim\": " << config.head_dim() << ",\n"
       << "  \"max_position_embeddings\": " << config.max_position_embeddings << ",\n"
-      << "  \"rms_norm_eps\": " << detail::json_number(config.rms_norm_eps) << ",\n"
-      << "  \"rope_theta\": " << detail::json_number(config.rope_theta) << ",\n"
-      << "  \"tie_word_embeddings\": " << (config.tie_word_embeddings ? "true" : "false") << ",\n"
-      << "  \"attention_bias\": " << (config.attention_bias ? "true" : "false") << ",\n"
-      << "  \"hidden_act\": \"silu\",\n"
+      << "  \"rms_norm_eps\": " << grpo::detail::json::number(config.rms_norm_eps) << ",\n"
+      << "  \"rope_theta\": " << grpo::detail::json::number(config.rope_theta) << ",\n"
+      << "  \"rope_scaling\": null,\n"
+      << "  \"tie_word_embeddings\": " << (config.tie_word_embeddings ? "true" : "false") << ",\n";
+  if (qwen2)
+    out << "  \"use_sliding_window\": false,\n";
+  else
+    out << "  \"attention_bias\": false,\n"
+        << "  \"mlp_bias\": false,\n";
+  out << "  \"hidden_act\": \"silu\",\n"
       << "  \"torch_dtype\": \"float32\"\n"
       << "}\n";
   return out.str();
-}
-
-/// Parses a config.json. Required: vocab_size, hidden_size, intermediate_size, num_hidden_layers,
-/// num_attention_heads. Optional, with Hugging Face LlamaConfig's defaults: num_key_value_heads
-/// (= num_attention_heads), max_position_embeddings (2048), rms_norm_eps (1e-6), rope_theta
-/// (10000), tie_word_embeddings (false), attention_bias (false). Other fields are ignored, except
-/// that hidden_act must be "silu", head_dim (when present) must equal hidden_size /
-/// num_attention_heads, rope_scaling must be absent or null and mlp_bias absent or false.
-/// \throws io_error for malformed JSON (naming `source`), config_error naming the field (and
-///         `source`) for a missing, mistyped or invalid value; the result is validate()d.
-inline transformer_config config_from_json(std::string_view text, std::string_view source = "config.json") {
-  namespace json = grpo::detail::json;
-  const json::value root = json::parse(text, source);
-  GRPO_CHECK(root.kind == json::kind::object, config_error, source, ": expected a JSON object, got ",
-             json::kind_name(root.kind));
-  const auto find = [&](std::string_view name) -> const json::value* {
-    for (const auto& m : root.members)
-      if (m.key == name) return &m.value;
-    return nullptr;
-  };
-  const auto integer = [&](std::string_view name, std::optional<std::int64_t> fallback) -> std::int64_t {
-    const json::value* v = find(name);
-    if (v == nullptr) {
-      GRPO_CHECK(fallback.has_value(), config_error, name, ": missing (required in ", source, ")");
-      return *fallback;
-    }
-    std::uint64_t out = 0;
-    GRPO_CHECK(json::to_uint64(*v, out, static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())),
-               config_error, name, ": expected a non-negative integer, got ",
-               v->kind == json::kind::number ? v->text : std::string(json::kind_name(v->kind)), " (in ", source, ")");
-    return static_cast<std::int64_t>(out);
-  };
-  const auto real = [&](std::string_view name, double fallback) -> double {
-    const json::value* v = find(name);
-    if (v == nullptr) return fallback;
-    double out = 0.0;
-    const bool number = v->kind == json::kind::number;
-    const auto parsed = number ? std::from_chars(v->text.data(), v->text.data() + v->text.size(), out)
-                               : std::from_chars_result{nullptr, std::errc::invalid_argument};
-    GRPO_CHECK(number && parsed.ec == std::errc() && parsed.ptr == v->text.data() + v->text.size(), config_error, name,
-               ": expected a finite number, got ", number ? v->text : std::string(json::kind_name(v->kind)), " (in ",
-               source, ")");
-    return out;
-  };
-  const auto boolean = [&](std::string_view name, bool fallback) -> bool {
-    const json::value* v = find(name);
-    if (v == nullptr) return fallback;
-    GRPO_CHECK(v->kind == json::kind::boolean, config_error, name, ": expected true or false, got ",
-               v->kind == json::kind::number || v->kind == json::kind::string ? v->text
-                                                                              : std::string(json::kind_name(v->kind)),
-               " (in ", source, ")");
-    return v->boolean;
-  };
-
-  transformer_config config;
-  config.vocab_size = integer("vocab_size", std::nullopt);
-  config.hidden_size = integer("hidden_size", std::nullopt);
-  config.intermediate_size = integer("intermediate_size", std::nullopt);
-  config.num_hidden_layers = integer("num_hidden_layers", std::nullopt);
-  config.num_attention_heads = integer("num_attention_heads", std::nullopt);
-  config.num_key_value_heads = integer("num_key_value_heads", config.num_attention_heads);
-  config.max_position_embeddings = integer("max_position_embeddings", 2048);
-  config.rms_norm_eps = real("rms_norm_eps", 1e-6);
-  config.rope_theta = real("rope_theta", 10000.0);
-  config.tie_word_embeddings = boolean("tie_word_embeddings", false);
-  config.attention_bias = boolean("attention_bias", false);
-
-  if (const json::value* act = find("hidden_act"))
-    GRPO_CHECK(act->kind == json::kind::string && act->text == "silu", config_error,
-               "hidden_act: only \"silu\" is supported, got ",
-               act->kind == json::kind::string ? json::quote(act->text) : std::string(json::kind_name(act->kind)),
-               " (in ", source, ")");
-  if (const json::value* scaling = find("rope_scaling"))
-    GRPO_CHECK(scaling->kind == json::kind::null, config_error,
-               "rope_scaling: not supported (only plain RoPE), got a value (in ", source, ")");
-  GRPO_CHECK(!boolean("mlp_bias", false), config_error, "mlp_bias: true is not supported (in ", source, ")");
-  config.validate();
-  if (const json::value* head = find("head_dim"); head != nullptr && head->kind != json::kind::null) {
-    const auto value = integer("head_dim", std::nullopt);
-    GRPO_CHECK(value == config.head_dim(), config_error, "head_dim: must equal hidden_size / num_attention_heads (",
-               config.head_dim(), "), got ", value, " (in ", source, ")");
-  }
-  return config;
-}
-
-/// Reads and parses `path` (io_error naming it when it cannot be read).
-inline transformer_config read_config(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  GRPO_CHECK(in.good(), io_error, path.string(), ": cannot open for reading");
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  GRPO_CHECK(!in.bad(), io_error, path.string(), ": read failed");
-  return config_from_json(text, path.string());
 }
 
 /// Writes to_json(config) to `path` atomically (validated first).
@@ -231,6 +130,62 @@ inline void write_config(const transformer_config& config, const std::filesystem
   const std::string text = to_json(config);
   safetensors::write_file_atomically(
       path, std::span<const std::byte>(reinterpret_cast<const std::byte*>(text.data()), text.size()));
+}
+
+/// The native architecture of a parsed Hugging Face config (hf::parse_model_config's result;
+/// `source` names its file in messages). hf::model_config describes more than the native
+/// transformer runs; what it cannot run is refused rather than dropped.
+/// \throws config_error "<source>: field \"<name>\": ..." for a Qwen3 ("model_type": per-head q/k
+///         RMSNorm), a bias on o_proj ("attention_bias" of a Llama), hidden_size not divisible by
+///         num_attention_heads, a head_dim other than hidden_size / num_attention_heads, a
+///         rope_theta <= 1, and what hf::model_config::validate refuses.
+inline transformer_config from_hf(const hf::model_config& hf_config, std::string_view source = "config.json") {
+  const auto& c = hf_config;
+  c.validate(source);
+  GRPO_CHECK(c.architecture != hf::architecture::qwen3 && !c.qk_norm, config_error, source,
+             ": field \"model_type\": ", hf::architecture_name(c.architecture),
+             " normalizes each query and key head (q_norm, k_norm), which the native transformer does not "
+             "implement (the LibTorch backend, grpo::libtorch::causal_lm, runs it)");
+  GRPO_CHECK(!c.o_proj_bias, config_error, source, ": field \"attention_bias\": true gives a ",
+             hf::architecture_name(c.architecture),
+             " a bias on o_proj as well, which the native transformer does not have (it has q/k/v biases only, "
+             "as Qwen2)");
+  GRPO_CHECK(c.hidden_size % c.num_attention_heads == 0, config_error, source,
+             ": field \"hidden_size\": must be divisible by num_attention_heads (", c.num_attention_heads, "), got ",
+             c.hidden_size);
+  GRPO_CHECK(c.head_dim == c.hidden_size / c.num_attention_heads, config_error, source,
+             ": field \"head_dim\": must equal hidden_size / num_attention_heads (",
+             c.hidden_size / c.num_attention_heads, ") in the native transformer, got ", c.head_dim);
+  GRPO_CHECK(c.rope_theta > 1.0, config_error, source, ": field \"rope_theta\": must be a finite value > 1, got ",
+             c.rope_theta);
+  transformer_config out;
+  out.vocab_size = c.vocab_size;
+  out.hidden_size = c.hidden_size;
+  out.intermediate_size = c.intermediate_size;
+  out.num_hidden_layers = c.num_hidden_layers;
+  out.num_attention_heads = c.num_attention_heads;
+  out.num_key_value_heads = c.num_key_value_heads;
+  out.max_position_embeddings = c.max_position_embeddings;
+  out.rms_norm_eps = c.rms_norm_eps;
+  out.rope_theta = c.rope_theta;
+  out.tie_word_embeddings = c.tie_word_embeddings;
+  out.attention_bias = c.attention_bias;
+  out.validate();
+  return out;
+}
+
+/// Parses a config.json with hf::parse_model_config (both transformers layouts; see there for the
+/// required fields: unlike LlamaConfig, max_position_embeddings, rms_norm_eps and the RoPE theta
+/// have no default, and every file transformers or to_json writes has them) and maps it with
+/// from_hf. Token ids and the dtype are not part of the architecture and are dropped.
+/// \throws io_error for malformed JSON, config_error naming `source` and the field.
+inline transformer_config config_from_json(std::string_view text, std::string_view source = "config.json") {
+  return from_hf(hf::parse_model_config(text, source), source);
+}
+
+/// Reads and parses `path` (io_error naming it when it cannot be read).
+inline transformer_config read_config(const std::filesystem::path& path) {
+  return from_hf(hf::read_model_config(path), path.string());
 }
 
 }  // namespace grpo::model

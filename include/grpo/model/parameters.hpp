@@ -4,8 +4,9 @@
 // clipping or an all-reduce sees a single span, and a gradient buffer has the same layout. The
 // flat order keeps q/k/v and gate/up adjacent, so each pair or triple is one [out, in] matrix.
 // Initialization: N(0, 0.02) with the output projections (o_proj, down_proj) scaled by
-// 1/sqrt(2 L) as in GPT-2 (Radford et al. 2019, Sec. 2.3); norms 1, biases 0. Files: safetensors
-// plus config.json, as a Hugging Face model directory.
+// 1/sqrt(2 L) as in GPT-2 (Radford et al. 2019, Sec. 2.3); norms 1, biases 0. Files: a Hugging
+// Face model directory (config.json, one model.safetensors or shards), read through the shared
+// readers of grpo/hf (model_config.hpp, checkpoint.hpp) that the LibTorch backend also uses.
 #pragma once
 
 #include <algorithm>
@@ -25,6 +26,7 @@
 
 #include "grpo/detail/random.hpp"
 #include "grpo/error.hpp"
+#include "grpo/hf/checkpoint.hpp"
 #include "grpo/model/config.hpp"
 #include "grpo/safetensors.hpp"
 
@@ -244,33 +246,72 @@ void read_tensors(const safetensors::file& file, parameters<T>& weights, std::st
   }
 }
 
-/// Writes a Hugging Face style model directory: `directory`/config.json and
-/// `directory`/model.safetensors (each atomically; the directory is created when missing).
-/// \throws io_error when the directory cannot be created or a file cannot be written.
+/// Writes a Hugging Face model directory: `directory`/config.json (to_json) and
+/// `directory`/model.safetensors in F32 (the "torch_dtype" of that config.json, as transformers
+/// and the LibTorch backend save; a tied lm_head is not stored), each atomically; the directory
+/// is created when missing. parameters<double> are rounded to float once.
+/// \throws io_error when the directory cannot be created or a file cannot be written;
+///         value_error naming the tensor when a double is beyond float's range.
 template <class T>
 void save_pretrained(const parameters<T>& weights, const std::filesystem::path& directory) {
   std::error_code ec;
   std::filesystem::create_directories(directory, ec);
   GRPO_CHECK(!ec, io_error, directory.string(), ": cannot create the directory (", ec.message(), ")");
   safetensors::writer out;
-  out.add_metadata("format", "pt");
-  add_tensors(out, weights);
+  out.add_metadata("format", "pt");  // transformers refuses a checkpoint without it
+  if constexpr (std::is_same_v<T, float>) {
+    add_tensors(out, weights);
+  } else {
+    std::vector<float> narrow;
+    for (const auto& e : weights.layout().entries()) {
+      const auto span = weights.values().subspan(e.offset, e.size);
+      narrow.assign(span.begin(), span.end());
+      for (std::size_t i = 0; i < narrow.size(); ++i)
+        GRPO_CHECK(std::isfinite(narrow[i]), value_error, e.name, ": element ", i, " is ", span[i],
+                   ", beyond the range of float (", directory.string(), " stores F32)");
+      out.add(e.name, std::span<const float>(narrow), e.shape);
+    }
+  }
   out.write(directory / "model.safetensors");
   write_config(weights.config(), directory / "config.json");
 }
 
-/// Reads a directory written by save_pretrained (or a Hugging Face Llama/Qwen2 checkpoint in a
-/// single model.safetensors). Strict: a tensor the architecture does not have is an io_error
-/// naming it (for example lm_head.weight when tie_word_embeddings is true), so a config that does
-/// not match its weights cannot load silently.
+/// Reads a Hugging Face model directory (what save_pretrained writes, or a Llama / Qwen2
+/// checkpoint saved by transformers): config.json through read_config, the weights through
+/// hf::checkpoint (one model.safetensors, or the shards of model.safetensors.index.json; F32, BF16
+/// or F16, each value converted exactly to double, then rounded once to T). Strict, as the LibTorch
+/// loader: a tensor the architecture does not have is an io_error naming it and its file, so a
+/// config that does not match its weights cannot load silently; transformers' tied lm_head.weight
+/// and rotary_emb.inv_freq buffers are accepted and ignored, as transformers does.
+/// \throws what read_config and hf::checkpoint::open throw; io_error naming the tensor for one
+///         that is missing, unexpected or of another shape; config_error naming the file and
+///         tensor for a dtype other than F32, BF16 or F16; value_error naming the tensor and
+///         element for a NaN or Inf.
 template <class T>
 parameters<T> load_pretrained(const std::filesystem::path& directory) {
   parameters<T> weights(read_config(directory / "config.json"));
-  const auto file = safetensors::file::read(directory / "model.safetensors");
-  for (const auto& name : file.names())
-    GRPO_CHECK(weights.layout().find(name) != nullptr, io_error, name, ": unexpected tensor in ", file.source(),
-               " (not part of the architecture in config.json)");
-  read_tensors(file, weights);
+  const auto checkpoint = hf::checkpoint::open(directory);
+  for (const auto& name : checkpoint.names()) {
+    const bool ignored = (weights.config().tie_word_embeddings && name == "lm_head.weight") ||
+                         name.ends_with(".rotary_emb.inv_freq");
+    GRPO_CHECK(weights.layout().find(name) != nullptr || ignored, io_error, name, ": unexpected tensor in ",
+               checkpoint.file_of(name), " (not part of the architecture in ", (directory / "config.json").string(),
+               ")");
+  }
+  for (const auto& e : weights.layout().entries()) {
+    GRPO_CHECK(checkpoint.contains(e.name), io_error, e.name, ": missing from the checkpoint in ", directory.string(),
+               " (", (directory / "config.json").string(), " describes an architecture with it)");
+    const auto view = checkpoint.tensor(e.name);
+    const auto& file = checkpoint.file_of(e.name);
+    GRPO_CHECK(view.shape == e.shape, io_error, e.name, ": expected shape ", safetensors::to_string(e.shape),
+               ", got ", safetensors::to_string(view.shape), " in ", file);
+    const auto values = safetensors::to_doubles(view);
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      GRPO_CHECK(std::isfinite(values[i]), value_error, e.name, ": element ", i, " is ", values[i],
+                 " (NaN or Inf is not allowed) in ", file);
+      weights.data()[e.offset + i] = static_cast<T>(values[i]);
+    }
+  }
   return weights;
 }
 

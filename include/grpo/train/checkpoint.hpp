@@ -117,10 +117,10 @@ namespace detail {
 
 inline std::string eval_json(const eval_result& e) {
   std::ostringstream out;
-  out << "{\"problems\": " << e.problems << ", \"accuracy\": " << model::detail::json_number(e.accuracy)
-      << ", \"format_rate\": " << model::detail::json_number(e.format_rate) << ", \"pass_at\": [";
+  out << "{\"problems\": " << e.problems << ", \"accuracy\": " << grpo::detail::json::number(e.accuracy)
+      << ", \"format_rate\": " << grpo::detail::json::number(e.format_rate) << ", \"pass_at\": [";
   for (std::size_t i = 0; i < e.pass_at.size(); ++i)
-    out << (i ? ", " : "") << "[" << e.pass_at[i].first << ", " << model::detail::json_number(e.pass_at[i].second)
+    out << (i ? ", " : "") << "[" << e.pass_at[i].first << ", " << grpo::detail::json::number(e.pass_at[i].second)
         << "]";
   return out.str() + "]}";
 }

@@ -54,7 +54,7 @@ class metrics_record {
       out += (i ? ", " : "") + grpo::detail::json::quote(k) + ": ";
       if (!std::isfinite(v)) out += "null";
       else if (v == std::round(v) && std::fabs(v) < 1e15) out += std::to_string(static_cast<std::int64_t>(v));
-      else out += model::detail::json_number(v);
+      else out += grpo::detail::json::number(v);
     }
     return out + "}";
   }
