@@ -1,7 +1,8 @@
 # Conan 2 recipe for grpo: a header-only library whose own CMake package configuration (with its
 # components) is what consumers load, so find_package(grpo CONFIG COMPONENTS ...) behaves exactly
-# as with a plain `cmake --install`. Options add the backend components; their dependencies
-# (CUDA toolkit, LibTorch) are supplied by the consumer's environment, not by Conan.
+# as with a plain `cmake --install`. Options add the components; their dependencies (CUDA toolkit,
+# LibTorch, PCRE2 and utf8proc for the Hugging Face tokenizer) come from the consumer's
+# environment, not from Conan.
 import os
 
 from conan import ConanFile
@@ -18,8 +19,8 @@ class GrpoConan(ConanFile):
     topics = ("reinforcement-learning", "grpo", "llm", "header-only")
     package_type = "header-library"
     settings = "os", "arch", "compiler", "build_type"
-    options = {"with_torch": [True, False], "with_cuda": [True, False]}
-    default_options = {"with_torch": False, "with_cuda": False}
+    options = {"with_torch": [True, False], "with_cuda": [True, False], "with_hf": [True, False]}
+    default_options = {"with_torch": False, "with_cuda": False, "with_hf": False}
     no_copy_source = True
 
     def set_version(self):
@@ -45,6 +46,8 @@ class GrpoConan(ConanFile):
         toolchain.cache_variables["GRPO_BUILD_EXAMPLES"] = False
         toolchain.cache_variables["GRPO_WITH_TORCH"] = bool(self.options.with_torch)
         toolchain.cache_variables["GRPO_WITH_CUDA"] = bool(self.options.with_cuda)
+        # grpo::hf needs PCRE2 and utf8proc through pkg-config, from the consumer's system as LibTorch is.
+        toolchain.cache_variables["GRPO_WITH_HF"] = bool(self.options.with_hf)
         toolchain.generate()
 
     def build(self):

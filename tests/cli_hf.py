@@ -69,7 +69,9 @@ def tokenizer_fixtures(grpo):
         if not os.path.isfile(expected):
             continue
         with open(expected, encoding="utf-8") as f:
-            cases = json.load(f)["cases"]
+            # Every case is compared in C++ (hf_tokenizer_test.cpp); here a spread of them checks the
+            # command's interface (each call pays the process start, a third of a second with LibTorch).
+            cases = json.load(f)["cases"][::6]
         mismatches = 0
         for case in cases:
             ids, error = tokenize(grpo, directory, case["text"])

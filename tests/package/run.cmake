@@ -1,5 +1,5 @@
 # Builds and runs tests/package/consumer against grpo in one of the ways a user would consume it.
-#   cmake -DGRPO_SOURCE_DIR=<src> -DWORK_DIR=<scratch> -DMODE=<install|relocated|add_subdirectory|fetchcontent|missing_component> -P run.cmake
+#   cmake -DGRPO_SOURCE_DIR=<src> -DWORK_DIR=<scratch> -DMODE=<install|install_hf|relocated|add_subdirectory|fetchcontent|missing_component> -P run.cmake
 cmake_minimum_required(VERSION 3.25)
 foreach(var GRPO_SOURCE_DIR WORK_DIR MODE)
   if(NOT DEFINED ${var})
@@ -17,7 +17,7 @@ function(run)
 endfunction()
 
 function(install_grpo prefix)
-  run(${CMAKE_COMMAND} -S ${GRPO_SOURCE_DIR} -B ${WORK_DIR}/grpo-build -DGRPO_BUILD_TESTS=OFF -DGRPO_BUILD_CLI=OFF)
+  run(${CMAKE_COMMAND} -S ${GRPO_SOURCE_DIR} -B ${WORK_DIR}/grpo-build -DGRPO_BUILD_TESTS=OFF -DGRPO_BUILD_CLI=OFF ${ARGN})
   run(${CMAKE_COMMAND} --install ${WORK_DIR}/grpo-build --prefix ${prefix})
 endfunction()
 
@@ -30,6 +30,12 @@ endfunction()
 if(MODE STREQUAL "install")
   install_grpo(${WORK_DIR}/prefix)
   build_consumer(-DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix)
+elseif(MODE STREQUAL "install_hf")
+  # The grpo::hf component: find_package(grpo COMPONENTS hf) brings PCRE2 and utf8proc with it.
+  install_grpo(${WORK_DIR}/prefix)
+  set(tokenizer ${GRPO_SOURCE_DIR}/tests/data/hf/tokenizers/qwen2/tokenizer.json)
+  build_consumer(-DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DGRPO_CONSUMER_TOKENIZER=${tokenizer})
+  run(${WORK_DIR}/consumer-build/consumer_hf ${tokenizer})
 elseif(MODE STREQUAL "relocated")
   # Installed in one prefix, then moved: the package must not remember where it was installed.
   install_grpo(${WORK_DIR}/first)
@@ -38,8 +44,9 @@ elseif(MODE STREQUAL "relocated")
 elseif(MODE STREQUAL "add_subdirectory" OR MODE STREQUAL "fetchcontent")
   build_consumer(-DGRPO_CONSUME_MODE=${MODE} -DGRPO_SOURCE_DIR=${GRPO_SOURCE_DIR})
 elseif(MODE STREQUAL "missing_component")
-  # Asking for a component this installation lacks must fail and name the component.
-  install_grpo(${WORK_DIR}/prefix)
+  # Asking for a component this installation lacks must fail and name the component (the default
+  # installation has grpo::hf; this one is built without it).
+  install_grpo(${WORK_DIR}/prefix -DGRPO_WITH_HF=OFF)
   file(WRITE ${WORK_DIR}/probe/CMakeLists.txt
        "cmake_minimum_required(VERSION 3.25)\nproject(probe LANGUAGES CXX)\nfind_package(grpo 0.1 CONFIG REQUIRED COMPONENTS ${COMPONENT})\n")
   execute_process(COMMAND ${CMAKE_COMMAND} -S ${WORK_DIR}/probe -B ${WORK_DIR}/probe-build

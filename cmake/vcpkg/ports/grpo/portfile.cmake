@@ -1,5 +1,5 @@
 # vcpkg overlay port for grpo, building from this source tree (the repository that holds the port):
-#   vcpkg install grpo --overlay-ports=<grpo>/cmake/vcpkg/ports [--x-feature=torch|cuda]
+#   vcpkg install grpo --overlay-ports=<grpo>/cmake/vcpkg/ports [--x-feature=torch|cuda|hf]
 # Header-only: one release configuration, no libraries; the package's own CMake config already
 # installs to share/grpo, where vcpkg expects it.
 set(VCPKG_BUILD_TYPE release)
@@ -8,7 +8,8 @@ get_filename_component(SOURCE_PATH "${CMAKE_CURRENT_LIST_DIR}/../../../.." ABSOL
 vcpkg_check_features(OUT_FEATURE_OPTIONS feature_options
   FEATURES
     torch GRPO_WITH_TORCH
-    cuda  GRPO_WITH_CUDA)
+    cuda  GRPO_WITH_CUDA
+    hf    GRPO_WITH_HF)
 
 vcpkg_cmake_configure(
   SOURCE_PATH "${SOURCE_PATH}"
