@@ -30,15 +30,10 @@
 
 namespace grpo::hf {
 
-/// An added token as the tokenizer uses it: its id and tokenizer.json's flags.
-struct added_token {
+/// An added token as the tokenizer uses it: tokenizer.json's entry (content and flags) and the id
+/// it was given.
+struct added_token : detail::added_token_spec {
   token_id id = 0;
-  std::string content;
-  bool special = false;
-  bool single_word = false;
-  bool lstrip = false;
-  bool rstrip = false;
-  bool normalized = true;
 };
 
 /// A byte-level BPE tokenizer loaded from a Hugging Face tokenizer.json.
@@ -165,7 +160,7 @@ class tokenizer {
   std::vector<added_token> added_tokens() const {
     std::vector<added_token> out;
     for (const auto& [id, s] : data_->added_specs)
-      out.push_back({id, s.content, s.special, s.single_word, s.lstrip, s.rstrip, s.normalized});
+      out.push_back({s, id});
     std::sort(out.begin(), out.end(), [](const added_token& a, const added_token& b) { return a.id < b.id; });
     return out;
   }
