@@ -62,7 +62,7 @@ class bigram_policy {
     std::vector<std::pair<double, token_id>> scratch;
     for (std::size_t k = 0; k < prompts.size(); ++k)
       for (std::int64_t g = 0; g < group_size; ++g) {
-        std::mt19937_64 gen(model::row_seed(seed, out.size()));
+        std::mt19937_64 gen(model::row_seed(seed, options.first_row + out.size()));
         sampled_completion c;
         token_id previous = prompts[k].back();
         while (static_cast<std::int64_t>(c.tokens.size()) < options.max_new_tokens && !c.stopped) {

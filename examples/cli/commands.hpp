@@ -43,8 +43,9 @@ struct run_flags {
 /// The config the flags describe, validated.
 train::train_config make_config(const run_flags& flags);
 
+/// Under an MPI launcher every rank runs these with its share of the work; rank 0 prints and writes.
 int train_command(train::train_config c, const std::string& resume, std::int64_t stop_after, bool sft_only);
-int eval_command(const train::train_config& c);
+int eval_command(train::train_config c);
 /// Completions of `prompts` (chat-formatted for a Hugging Face tokenizer), or of the first `count`
 /// held-out problems of the task when there are none; greedy, or sampled as the config's rollouts are.
 int sample_command(const train::train_config& c, std::int64_t count, const std::vector<std::string>& prompts,

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <iostream>
+#include <optional>
+#include <ostream>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -14,6 +16,7 @@
 #include "grpo/error.hpp"
 #include "grpo/tasks/rewards.hpp"
 #include "grpo/train/train.hpp"
+#include "parallel.hpp"
 #include "policies.hpp"
 
 namespace grpo::cli {
@@ -34,46 +37,51 @@ train::train_config make_config(const run_flags& flags) {
 
 int train_command(train::train_config c, const std::string& resume, std::int64_t stop_after, bool sft_only) {
   if (sft_only) c.max_steps = 0;
+  rank_group ranks(c);
+  std::ostream* log = ranks.main_rank() ? &std::cout : nullptr;
   auto task = train::make_task(c);
   auto codec = make_codec(c, *task);
   const std::int64_t vocab = codec->vocab_size();
-  std::cout << "grpo train: task " << (c.data.empty() ? c.task : c.data) << ", seed " << c.seed << ", output "
-            << c.output_dir << std::endl;
+  if (log)
+    *log << "grpo train: task " << (c.data.empty() ? c.task : c.data) << ", seed " << c.seed << ", output "
+         << c.output_dir << (ranks.comm().world_size() > 1 ? ", " + std::to_string(ranks.comm().world_size()) + " ranks" : "")
+         << std::endl;
   return with_policy(c, vocab, [&](auto& policy) {
     using policy_type = std::remove_reference_t<decltype(policy)>;
-    std::cout << "model: " << policy.describe() << std::endl;
-    train::trainer<policy_type> t(c, std::move(policy), std::move(task), std::move(codec), &std::cout);
+    if (log) *log << "model: " << policy.describe() << std::endl;
+    train::trainer<policy_type> t(c, std::move(policy), std::move(task), std::move(codec), log, &ranks.comm());
     if (!resume.empty()) {
       t.load_checkpoint(resume);
-      std::cout << "resumed from " << resume << " at step " << t.global_step() << std::endl;
+      if (log) *log << "resumed from " << resume << " at step " << t.global_step() << std::endl;
     }
-    train::metrics_writer metrics(std::filesystem::path(c.output_dir) / "metrics.jsonl", !resume.empty());
-    const auto after = t.run(&metrics, stop_after);
+    std::optional<train::metrics_writer> metrics;
+    if (ranks.main_rank()) metrics.emplace(std::filesystem::path(c.output_dir) / "metrics.jsonl", !resume.empty());
+    const auto after = t.run(metrics ? &*metrics : nullptr, stop_after);
+    if (!log) return 0;
     if (!after) {
-      std::cout << "stopped at step " << t.global_step() << "; checkpoint in " << c.output_dir << "/checkpoint"
-                << std::endl;
+      *log << "stopped at step " << t.global_step() << "; checkpoint in " << c.output_dir << "/checkpoint" << std::endl;
       return 0;
     }
     if (sft_only) {
-      std::cout << "[eval] after SFT: " << train::describe(*after) << std::endl;
+      *log << "[eval] after SFT: " << train::describe(*after) << std::endl;
     } else {
       if (t.state().before)
-        std::cout << "held-out accuracy after cold start: " << train::describe(*t.state().before) << std::endl;
-      std::cout << "held-out accuracy after GRPO:       " << train::describe(*after) << std::endl;
+        *log << "held-out accuracy after cold start: " << train::describe(*t.state().before) << std::endl;
+      *log << "held-out accuracy after GRPO:       " << train::describe(*after) << std::endl;
     }
-    std::cout << "model saved to " << c.output_dir << "/model, metrics in " << c.output_dir << "/metrics.jsonl"
-              << std::endl;
+    *log << "model saved to " << c.output_dir << "/model, metrics in " << c.output_dir << "/metrics.jsonl" << std::endl;
     return 0;
   });
 }
 
-int eval_command(const train::train_config& c) {
+int eval_command(train::train_config c) {
   GRPO_CHECK(!c.init.empty(), config_error, "--model: a model directory is required");
+  rank_group ranks(c);
   const auto task = train::make_task(c);
   const auto codec = make_codec(c, *task);
   return with_policy(c, codec->vocab_size(), [&](auto& policy) {
-    std::cout << "held-out: " << train::describe(train::evaluate(policy, *task, *codec, train::eval_options_for(c)))
-              << std::endl;
+    const auto result = train::evaluate(policy, *task, *codec, train::eval_options_for(c), ranks.comm());
+    if (ranks.main_rank()) std::cout << "held-out: " << train::describe(result) << std::endl;
     return 0;
   });
 }

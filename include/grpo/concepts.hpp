@@ -38,7 +38,7 @@
 //       reference); p.has_reference(); p.reference_logprobs(batch, temperature) -> tensor [R, T]
 //   p.generate(prompts, options, seed, group_size) -> vector<sampled_completion>
 //       group_size completions per prompt (rows [kG, (k+1)G) answer prompt k; row r drawn from
-//       row_seed(seed, r)) with a key/value cache, and the behaviour log-probs
+//       row_seed(seed, options.first_row + r)) with a key/value cache, and the behaviour log-probs
 //   p.zero_grad(); p.all_reduce_gradients(communicator&); p.clip_grad_norm(max_norm) -> double
 //       (the global L2 norm before clipping, PyTorch's clip_grad_norm_; value_error when not finite)
 //   p.reset_optimizer(adamw_options)      fresh AdamW moments and step count with these settings
@@ -105,6 +105,10 @@ struct sampling_options {
   double top_p = 1.0;          ///< 1: no nucleus truncation
   std::int64_t max_new_tokens = 256;
   std::vector<token_id> stop_tokens;
+  /// The index of this call's first row in the whole batch: row r draws from
+  /// row_seed(seed, first_row + r), so a batch split across data-parallel ranks samples exactly
+  /// what one process sampling it whole would.
+  std::uint64_t first_row = 0;
 };
 
 /// One sampled completion.

@@ -134,7 +134,7 @@ class transformer {
   }
 
   /// Samples group_size completions of each prompt with a key/value cache; rows [k G, (k+1) G)
-  /// answer prompts[k]. Row r draws from std::mt19937_64(row_seed(seed, r)), and its result does
+  /// answer prompts[k]. Row r draws from std::mt19937_64(row_seed(seed, options.first_row + r)), and its result does
   /// not depend on the other rows, the batch size or the thread count. A completion ends after a
   /// stop token (included, stopped = true) or max_new_tokens tokens (stopped = false).
   /// With step_logits, also returns the logits each token was drawn from: [rows * max_new_tokens,
@@ -657,7 +657,7 @@ class transformer {
         }
         s.row = r;
         s.position = p;
-        s.gen.seed(row_seed(seed, static_cast<std::uint64_t>(r)));
+        s.gen.seed(row_seed(seed, options.first_row + static_cast<std::uint64_t>(r)));
         const std::span<const T> logits(prefill_.logits.data() + static_cast<std::ptrdiff_t>(k) * c.vocab_size,
                                         static_cast<std::size_t>(c.vocab_size));
         record(out[ru], s, logits, options, buffers.sort, step_logits);

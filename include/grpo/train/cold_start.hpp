@@ -58,16 +58,18 @@ class demonstration_stream {
   std::uint64_t order_epoch_ = 0;
 };
 
-/// What one cold-start step measured.
+/// What one cold-start step measured, over the whole batch (every rank's share).
 struct sft_step_result {
   double loss = 0;
   double grad_norm = 0;
   double tokens = 0;  ///< target tokens
+  double communication_seconds = 0;
 };
 
-/// One SFT step on `problems`: prompt and demonstration through the codec (the target ends with
-/// the end-of-turn token, so the policy learns to stop), token-mean cross-entropy over the
-/// batch's target tokens, backward, and the optimizer update at `lr`.
+/// One SFT step on `problems` (this rank's share of the batch): prompt and demonstration through
+/// the codec (the target ends with the end-of-turn token, so the policy learns to stop),
+/// cross-entropy over the whole batch's target tokens (counted over every rank, so the shares add
+/// up to the token mean of the batch), backward, and the optimizer update at `lr`.
 template <trainable_policy P>
 sft_step_result sft_step(P& policy, const text_codec& codec, const std::vector<const tasks::problem*>& problems,
                          double lr, double max_grad_norm, communicator& comm) {
@@ -87,14 +89,19 @@ sft_step_result sft_step(P& policy, const text_codec& codec, const std::vector<c
   const auto mask_values = batch.completion_mask();
   sft_step_result out;
   for (const double m : mask_values) out.tokens += m;
+  std::vector<double> tokens{out.tokens};
+  comm.all_reduce_sum(std::span<double>(tokens));
+  out.tokens = tokens[0];
   loss_denominators den;
   den.tokens = std::max(out.tokens, 1.0);
   auto result = sft_loss(logits, make_index(b, targets, shape::vector(rows * t)),
                                make_tensor(b, mask_values, shape::vector(rows * t)), den);
   policy.zero_grad();
   policy.backward(tensor<B>(b, std::move(result.grad_logits)));
-  out.loss = result.loss.item();
-  out.grad_norm = apply_update(policy, comm, max_grad_norm, lr);
+  std::vector<double> loss{result.loss.item()};
+  comm.all_reduce_sum(std::span<double>(loss));
+  out.loss = loss[0];
+  out.grad_norm = apply_update(policy, comm, max_grad_norm, lr, out.communication_seconds);
   return out;
 }
 

@@ -8,8 +8,8 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <sstream>
 #include <span>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -19,6 +19,7 @@
 #include "grpo/tasks/rewards.hpp"
 #include "grpo/tasks/task.hpp"
 #include "grpo/train/codec.hpp"
+#include "grpo/train/communicator.hpp"
 #include "grpo/train/config.hpp"
 
 namespace grpo::train {
@@ -67,52 +68,80 @@ inline eval_options eval_options_for(const train_config& c) {
 
 /// Greedy (and, with num_samples, sampled) completions of the held-out problems, scored by the
 /// task's checker exactly as the accuracy reward scores them (the prompt string passed as given).
+/// With several data-parallel ranks each evaluates a contiguous share of the problems (rows
+/// seeded by their index in the whole set, so the result equals one process evaluating all).
 template <trainable_policy P>
-eval_result evaluate(P& policy, const tasks::task& task, const text_codec& codec, const eval_options& options) {
+eval_result evaluate(P& policy, const tasks::task& task, const text_codec& codec, const eval_options& options,
+                     communicator& comm) {
   GRPO_CHECK(options.problems >= 0, config_error, "problems: must be >= 0, got ", options.problems);
   const auto count = std::min<std::int64_t>(options.problems, static_cast<std::int64_t>(task.heldout_size()));
-  std::vector<tasks::problem> problems;
-  std::vector<std::vector<token_id>> prompts;
-  for (std::int64_t i = 0; i < count; ++i) {
-    problems.push_back(task.heldout(static_cast<std::size_t>(i)));
-    prompts.push_back(codec.encode_prompt(problems.back().prompt));
-  }
   eval_result result;
   result.problems = count;
   if (count == 0) return result;
+  const auto world = static_cast<std::int64_t>(comm.world_size()), rank = static_cast<std::int64_t>(comm.rank());
+  const std::int64_t share = (count + world - 1) / world;
+  const std::int64_t begin = std::min(count, rank * share), end = std::min(count, begin + share);
+  std::vector<tasks::problem> problems;
+  std::vector<std::vector<token_id>> prompts;
+  for (std::int64_t i = begin; i < end; ++i) {
+    problems.push_back(task.heldout(static_cast<std::size_t>(i)));
+    prompts.push_back(codec.encode_prompt(problems.back().prompt));
+  }
   const tasks::accuracy_reward accuracy(task);
   const auto correct = [&](std::size_t i, const completion& c) {
     const auto r = accuracy(problems[i].prompt, codec.decode(c.tokens));
     return r && *r == 1.0;
   };
+  // Per problem of the whole set, zero outside this rank's share, summed over ranks.
+  std::vector<double> hits(static_cast<std::size_t>(count), 0.0), formatted(hits.size(), 0.0), solved(hits.size(), 0.0);
   sampling_options greedy;
   greedy.temperature = 0.0;
   greedy.max_new_tokens = options.max_new_tokens;
   greedy.stop_tokens = codec.stop_tokens();
-  const auto out = policy.generate(prompts, greedy, options.seed, 1);
-  double hits = 0, formatted = 0;
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    hits += correct(i, out[i]) ? 1 : 0;
-    formatted += tasks::has_r1_format(codec.decode(out[i].tokens)) ? 1 : 0;
-  }
-  result.accuracy = hits / static_cast<double>(count);
-  result.format_rate = formatted / static_cast<double>(count);
-  if (options.num_samples > 0 && !options.pass_k.empty()) {
-    sampling_options sampled = greedy;
-    sampled.temperature = options.temperature;
-    const auto n = options.num_samples;
-    const auto samples = policy.generate(prompts, sampled, options.seed ^ 0x5eedULL, n);
-    std::vector<double> totals(options.pass_k.size(), 0.0);
-    for (std::int64_t i = 0; i < count; ++i) {
-      std::int64_t c = 0;
-      for (std::int64_t j = 0; j < n; ++j)
-        c += correct(static_cast<std::size_t>(i), samples[static_cast<std::size_t>(i * n + j)]) ? 1 : 0;
-      for (std::size_t q = 0; q < options.pass_k.size(); ++q) totals[q] += pass_at_k(n, c, options.pass_k[q]);
+  greedy.first_row = static_cast<std::uint64_t>(begin);
+  const bool sample = options.num_samples > 0 && !options.pass_k.empty();
+  if (!prompts.empty()) {
+    const auto out = policy.generate(prompts, greedy, options.seed, 1);
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      hits[static_cast<std::size_t>(begin) + i] = correct(i, out[i]) ? 1 : 0;
+      formatted[static_cast<std::size_t>(begin) + i] = tasks::has_r1_format(codec.decode(out[i].tokens)) ? 1 : 0;
     }
+    if (sample) {
+      sampling_options sampled = greedy;
+      sampled.temperature = options.temperature;
+      sampled.first_row = static_cast<std::uint64_t>(begin * options.num_samples);
+      const auto samples = policy.generate(prompts, sampled, options.seed ^ 0x5eedULL, options.num_samples);
+      for (std::size_t i = 0; i < problems.size(); ++i)
+        for (std::int64_t j = 0; j < options.num_samples; ++j)
+          solved[static_cast<std::size_t>(begin) + i] +=
+              correct(i, samples[i * static_cast<std::size_t>(options.num_samples) + static_cast<std::size_t>(j)]) ? 1 : 0;
+    }
+  }
+  for (auto* v : {&hits, &formatted, &solved}) comm.all_reduce_sum(std::span<double>(*v));
+  double hit_total = 0, formatted_total = 0;
+  for (std::int64_t i = 0; i < count; ++i) {
+    hit_total += hits[static_cast<std::size_t>(i)];
+    formatted_total += formatted[static_cast<std::size_t>(i)];
+  }
+  result.accuracy = hit_total / static_cast<double>(count);
+  result.format_rate = formatted_total / static_cast<double>(count);
+  if (sample) {
+    std::vector<double> totals(options.pass_k.size(), 0.0);
+    for (std::int64_t i = 0; i < count; ++i)
+      for (std::size_t q = 0; q < options.pass_k.size(); ++q)
+        totals[q] += pass_at_k(options.num_samples, static_cast<std::int64_t>(solved[static_cast<std::size_t>(i)]),
+                               options.pass_k[q]);
     for (std::size_t q = 0; q < options.pass_k.size(); ++q)
       result.pass_at.emplace_back(options.pass_k[q], totals[q] / static_cast<double>(count));
   }
   return result;
+}
+
+/// One process evaluating every problem.
+template <trainable_policy P>
+eval_result evaluate(P& policy, const tasks::task& task, const text_codec& codec, const eval_options& options) {
+  single_process one;
+  return evaluate(policy, task, codec, options, one);
 }
 
 /// One line: "accuracy 66.0% | format 100.0% | pass@1 26.0% | pass@4 61.5% (200 held-out problems)".

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // grpo/train/rollout.hpp: the first room of a GRPO step (DeepSeekMath, arXiv:2402.03300, Sec. 4.1;
-// R1, arXiv:2501.12948, Sec. 2.2): draw P prompts, sample G completions of each from the current
-// policy, and score every completion with the rule-based rewards. What it returns is all the
-// later rooms (batching, update) and the metrics need: the completions with their behaviour
-// log-probs, each reward part, the total score (NaN when unscorable), accuracy and format.
+// R1, arXiv:2501.12948, Sec. 2.2): sample G completions of each of this rank's prompts from the
+// current policy, and score every completion with the rule-based rewards. What it returns is all
+// the later rooms (batching, update) need: the completions with their behaviour log-probs, each
+// reward part, the total score (NaN when unscorable), accuracy and format; gather_rollout
+// collects every rank's numbers for the advantages and the metrics.
 #pragma once
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include "grpo/tasks/rewards.hpp"
 #include "grpo/tasks/task.hpp"
 #include "grpo/train/codec.hpp"
+#include "grpo/train/communicator.hpp"
 #include "grpo/train/config.hpp"
 #include "grpo/train/metrics.hpp"
 
@@ -52,20 +54,17 @@ struct scored_rollout {
   std::size_t rows() const { return completions.size(); }
 };
 
-/// Draws `prompts` problems from the task's training split with `data_rng`, samples `group_size`
-/// completions of each from `policy` (seeded with `seed`), and scores them with `rewards`.
+/// Samples `group_size` completions of each problem from `policy` (seeded with `seed`, rows
+/// numbered from sampling.first_row) and scores them with `rewards`.
 template <trainable_policy P>
 scored_rollout generate_and_score(P& policy, const tasks::task& task, const text_codec& codec,
-                                  const std::vector<tasks::named_reward>& rewards, std::int64_t prompts,
-                                  std::int64_t group_size, const sampling_options& sampling, std::uint64_t seed,
-                                  std::mt19937_64& data_rng) {
+                                  const std::vector<tasks::named_reward>& rewards, std::vector<tasks::problem> problems,
+                                  std::int64_t group_size, const sampling_options& sampling, std::uint64_t seed) {
   const auto t0 = std::chrono::steady_clock::now();
   scored_rollout out;
   out.group_size = group_size;
-  for (std::int64_t k = 0; k < prompts; ++k) {
-    out.problems.push_back(task.sample_train(data_rng));
-    out.prompts.push_back(codec.encode_prompt(out.problems.back().prompt));
-  }
+  out.problems = std::move(problems);
+  for (const auto& p : out.problems) out.prompts.push_back(codec.encode_prompt(p.prompt));
   out.completions = policy.generate(out.prompts, sampling, seed, group_size);
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
@@ -92,6 +91,37 @@ scored_rollout generate_and_score(P& policy, const tasks::task& task, const text
   return out;
 }
 
+/// The per-row numbers of the whole generation batch, every data-parallel rank's rows in order:
+/// what the advantages and the metrics are computed from, the same on every rank.
+struct rollout_view {
+  std::vector<double> scores;
+  std::vector<std::vector<double>> parts;
+  std::vector<double> accuracy;
+  std::vector<double> format;
+  std::vector<double> lengths;    ///< completion tokens
+  std::vector<double> truncated;  ///< 1 when the completion did not stop
+  double seconds = 0.0;           ///< the slowest rank's sampling time
+};
+
+/// Gathers every rank's rows of `local` (each rank holds as many).
+inline rollout_view gather_rollout(communicator& comm, const scored_rollout& local) {
+  rollout_view v;
+  v.scores = all_gather(comm, local.scores);
+  for (const auto& part : local.parts) v.parts.push_back(all_gather(comm, part));
+  v.accuracy = all_gather(comm, local.accuracy);
+  v.format = all_gather(comm, local.format);
+  std::vector<double> lengths, truncated;
+  for (const auto& c : local.completions) {
+    lengths.push_back(static_cast<double>(c.tokens.size()));
+    truncated.push_back(c.stopped ? 0.0 : 1.0);
+  }
+  v.lengths = all_gather(comm, lengths);
+  v.truncated = all_gather(comm, truncated);
+  const auto seconds = all_gather(comm, std::vector<double>{local.seconds});
+  v.seconds = *std::max_element(seconds.begin(), seconds.end());
+  return v;
+}
+
 /// Mean and unbiased standard deviation of the non-NaN values (NaN when there are none / fewer
 /// than two).
 inline std::pair<double, double> mean_std(const std::vector<double>& v) {
@@ -108,7 +138,7 @@ inline std::pair<double, double> mean_std(const std::vector<double>& v) {
 
 /// The rollout's metrics, veRL-style keys: each reward part ("reward/<name>/mean", "/std"),
 /// accuracy, format_rate, response lengths and the share truncated at the limit, sampling speed.
-inline void add_rollout_metrics(metrics_record& m, const scored_rollout& r,
+inline void add_rollout_metrics(metrics_record& m, const rollout_view& r,
                                 const std::vector<tasks::named_reward>& rewards) {
   for (std::size_t q = 0; q < r.parts.size(); ++q) {
     const auto [mean, std] = mean_std(r.parts[q]);
@@ -116,13 +146,12 @@ inline void add_rollout_metrics(metrics_record& m, const scored_rollout& r,
     m.set("reward/" + rewards[q].name + "/std", std);
   }
   double length_sum = 0, length_max = 0, truncated = 0;
-  for (const auto& c : r.completions) {
-    const auto len = static_cast<double>(c.tokens.size());
-    length_sum += len;
-    length_max = std::max(length_max, len);
-    truncated += c.stopped ? 0 : 1;
+  for (std::size_t i = 0; i < r.lengths.size(); ++i) {
+    length_sum += r.lengths[i];
+    length_max = std::max(length_max, r.lengths[i]);
+    truncated += r.truncated[i];
   }
-  const double rows = static_cast<double>(std::max<std::size_t>(r.rows(), 1));
+  const double rows = static_cast<double>(std::max<std::size_t>(r.lengths.size(), 1));
   m.set("accuracy", mean_std(r.accuracy).first);
   m.set("format_rate", mean_std(r.format).first);
   m.set("response_length/mean", length_sum / rows);

@@ -71,6 +71,12 @@ class trainer {
     GRPO_CHECK(task_ != nullptr && codec_ != nullptr, config_error, "trainer: a task and a codec are required");
     GRPO_CHECK(codec_->vocab_size() <= policy_.vocab_size(), config_error, "model.vocab_size: the tokenizer has ",
                codec_->vocab_size(), " tokens, the policy only ", policy_.vocab_size());
+    const auto world = static_cast<std::int64_t>(this->comm().world_size());
+    GRPO_CHECK(config_.prompts_per_step() % world == 0, config_error, "num_generations: ", world,
+               " data-parallel ranks must share the ", config_.prompts_per_step(),
+               " prompts of a step evenly (per_device_train_batch_size * gradient_accumulation_steps / num_generations)");
+    GRPO_CHECK(config_.sft_steps == 0 || config_.sft_batch_size % world == 0, config_error, "sft.batch_size: ",
+               config_.sft_batch_size, " demonstrations cannot be shared evenly by ", world, " data-parallel ranks");
     sampling_ = rollout_sampling(config_, *codec_);
     state_.data_rng.seed(grpo::detail::mix_seed(config_.seed, stream::data_order));
     for (std::size_t q = 0; q < config_.reward_funcs.size(); ++q)
@@ -118,6 +124,8 @@ class trainer {
   /// Returns the held-out evaluation after RL (nullopt when stopped early).
   std::optional<eval_result> run(metrics_writer* metrics = nullptr, std::int64_t stop_after = -1) {
     const auto stop = [&] { return stop_after >= 0 && global_step() >= stop_after; };
+    // Only rank 0 writes: metrics, checkpoints, the model, progress lines.
+    if (comm().rank() != 0) metrics = nullptr;
     while (state_.phase == "sft" && state_.step < config_.sft_steps) {
       if (stop()) return checkpoint_and_stop();
       auto record = sft_step();
@@ -133,21 +141,26 @@ class trainer {
     }
     const eval_result after = evaluate_heldout();
     state_.phase = "done";
-    save_checkpoint(output() / "checkpoint");
-    policy_.save_pretrained(output() / "model");
+    if (comm().rank() == 0) {
+      save_checkpoint(output() / "checkpoint");
+      policy_.save_pretrained(output() / "model");
+    }
     return after;
   }
 
   /// Greedy accuracy, format rate and pass@k on the held-out split, as configured.
-  eval_result evaluate_heldout() { return evaluate(policy_, *task_, *codec_, eval_options_for(config_)); }
+  eval_result evaluate_heldout() { return evaluate(policy_, *task_, *codec_, eval_options_for(config_), comm()); }
 
   /// One cold-start step on sft_batch_size demonstrations.
   metrics_record sft_step() {
     const auto t0 = std::chrono::steady_clock::now();
     if (!demonstrations_) demonstrations_.emplace(*task_, config_.sft_examples, config_.seed);
+    // This rank's contiguous share of the batch.
+    const auto share = config_.sft_batch_size / static_cast<std::int64_t>(comm().world_size());
     std::vector<const tasks::problem*> problems;
-    for (std::int64_t i = 0; i < config_.sft_batch_size; ++i)
-      problems.push_back(&demonstrations_->at(state_.step * config_.sft_batch_size + i));
+    for (std::int64_t i = 0; i < share; ++i)
+      problems.push_back(
+          &demonstrations_->at(state_.step * config_.sft_batch_size + static_cast<std::int64_t>(comm().rank()) * share + i));
     const double lr = learning_rate_at(sft_schedule_, config_.sft_learning_rate, config_.sft_warmup_ratio,
                                        std::max<std::int64_t>(1, config_.sft_steps), state_.step);
     const auto result = train::sft_step(policy_, *codec_, problems, lr, config_.max_grad_norm, comm());
@@ -160,6 +173,7 @@ class trainer {
     m.set("actor/grad_norm", result.grad_norm);
     m.set("lr", lr);
     m.set("perf/train_tokens_per_s", result.tokens / seconds);
+    if (comm().world_size() > 1) m.set("perf/allreduce_s", result.communication_seconds);
     m.set("time/step_s", seconds);
     progress("sft", state_.step, config_.sft_steps, m, {{"loss", "sft/loss"}, {"lr", "lr"}}, seconds);
     return m;
@@ -176,21 +190,39 @@ class trainer {
     say("[eval] after cold start: " + describe(*state_.before));
   }
 
-  /// One GRPO optimizer step (num_iterations updates on one generation batch).
+  /// One GRPO optimizer step (num_iterations updates on one generation batch). With several
+  /// data-parallel ranks every rank draws the same prompts and samples its contiguous share of
+  /// them (a group never spans ranks); the scores are gathered, so advantages, dynamic sampling
+  /// and metrics are the whole batch's, and the denominators and gradients are summed.
   metrics_record grpo_step() {
     const auto t0 = std::chrono::steady_clock::now();
     const auto& b = policy_.backend();
     const std::int64_t g = config_.num_generations;
+    const auto world = static_cast<std::int64_t>(comm().world_size()), rank = static_cast<std::int64_t>(comm().rank());
+    const std::int64_t share = config_.prompts_per_step() / world;
+    std::vector<tasks::problem> problems;
+    for (std::int64_t k = 0; k < config_.prompts_per_step(); ++k) {
+      auto p = task_->sample_train(state_.data_rng);
+      if (k / share == rank) problems.push_back(std::move(p));
+    }
+    sampling_options sampling = sampling_;
+    sampling.first_row = static_cast<std::uint64_t>(rank * share * g);
     const auto rollout = generate_and_score(
-        policy_, *task_, *codec_, rewards_, config_.prompts_per_step(), g, sampling_,
-        grpo::detail::mix_seed(config_.seed, stream::rollout + static_cast<std::uint64_t>(state_.step)),
-        state_.data_rng);
-    const auto rows = static_cast<std::int64_t>(rollout.rows());
-    const auto adv = grpo_advantages(make_tensor(b, rollout.scores, shape::vector(rows)), group_layout::consecutive(g),
+        policy_, *task_, *codec_, rewards_, std::move(problems), g, sampling,
+        grpo::detail::mix_seed(config_.seed, stream::rollout + static_cast<std::uint64_t>(state_.step)));
+    const auto all = gather_rollout(comm(), rollout);
+    const auto rows = static_cast<std::int64_t>(all.scores.size());
+    const auto adv = grpo_advantages(make_tensor(b, all.scores, shape::vector(rows)), group_layout::consecutive(g),
                                      loss_.advantage);
-    const auto advantages = adv.advantages.to_host();
+    const auto all_advantages = adv.advantages.to_host();
+    const auto offset = static_cast<std::size_t>(rank * share * g), local_rows = rollout.rows();
+    const std::vector<double> advantages(all_advantages.begin() + static_cast<std::ptrdiff_t>(offset),
+                                         all_advantages.begin() + static_cast<std::ptrdiff_t>(offset + local_rows));
 
-    const auto kept = kept_rows(rollout.scores, g, config_.dynamic_sampling);
+    const auto kept_all = kept_rows(all.scores, g, config_.dynamic_sampling);
+    std::vector<std::size_t> kept;
+    for (const auto row : kept_all)
+      if (row >= offset && row < offset + local_rows) kept.push_back(row - offset);
     const auto micro_batches = make_micro_batches(rollout.prompts, rollout.completions, kept, g,
                                                   config_.per_device_train_batch_size);
     std::vector<tensor<typename P::backend_type>> masks;
@@ -199,11 +231,12 @@ class trainer {
                                  config_.mask_truncated_completions));
     const update_batch<typename P::backend_type> batch{
         micro_batches, masks, advantages, rollout.completions,
-        global_denominators<typename P::backend_type>(masks, loss_.constant, comm())};
+        global_denominators<typename P::backend_type>(masks, loss_.constant, comm()), !kept_all.empty()};
     const double lr = learning_rate_at(grpo_schedule_, config_.learning_rate, config_.warmup_ratio,
                                        std::max<std::int64_t>(1, config_.max_steps), state_.step);
-    const auto update = grpo_update(policy_, batch, loss_, config_.temperature, config_.num_iterations, lr,
-                                    config_.max_grad_norm, comm());
+    auto update = grpo_update(policy_, batch, loss_, config_.temperature, config_.num_iterations, lr,
+                              config_.max_grad_norm, comm());
+    reduce_over_ranks(comm(), update);
     ++state_.step;
 
     metrics_record m;
@@ -220,13 +253,14 @@ class trainer {
     m.set("actor/ratio_mean", update.totals.ratio_mean);
     m.set("actor/grad_norm", update.grad_norm);
     m.set("rollout/logprob_diff_max", update.logprob_diff_max);
-    m.set("rollout/logprob_diff_mean", update.logprob_diff_mean);
+    m.set("rollout/logprob_diff_mean", update.logprob_diff_mean());
     m.set("critic/score/mean", adv.reward_mean);
     m.set("critic/score/std", adv.reward_std);
-    add_rollout_metrics(m, rollout, rewards_);
+    add_rollout_metrics(m, all, rewards_);
     m.set("frac_reward_zero_std", adv.zero_std_fraction);
-    m.set("kept_rows", static_cast<double>(kept.size()));
+    m.set("kept_rows", static_cast<double>(kept_all.size()));
     m.set("perf/train_tokens_per_s", update.seconds > 0 ? update.train_tokens / update.seconds : 0.0);
+    if (comm().world_size() > 1) m.set("perf/allreduce_s", update.communication_seconds);
     m.set("lr", lr);
     m.set("time/step_s", elapsed(t0));
     progress("grpo", state_.step, config_.max_steps, m,
@@ -275,25 +309,26 @@ class trainer {
   communicator& comm() { return comm_ != nullptr ? *comm_ : single_; }
 
   std::optional<eval_result> checkpoint_and_stop() {
-    save_checkpoint(output() / "checkpoint");
+    if (comm().rank() == 0) save_checkpoint(output() / "checkpoint");
     return std::nullopt;
   }
 
   void maybe_save() {
-    if (config_.save_steps > 0 && global_step() % config_.save_steps == 0) save_checkpoint(output() / "checkpoint");
+    if (comm().rank() == 0 && config_.save_steps > 0 && global_step() % config_.save_steps == 0)
+      save_checkpoint(output() / "checkpoint");
   }
 
   static double elapsed(std::chrono::steady_clock::time_point since) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
   }
 
-  void say(const std::string& line) const {
-    if (log_) *log_ << line << std::endl;
+  void say(const std::string& line) {
+    if (log_ && comm().rank() == 0) *log_ << line << std::endl;
   }
 
   void progress(std::string_view phase, std::int64_t step, std::int64_t total, const metrics_record& m,
                 const std::vector<std::pair<std::string, std::string>>& keys, double seconds) {
-    if (!log_) return;
+    if (!log_ || comm().rank() != 0) return;
     if (step % config_.logging_steps != 0 && step != total) return;
     const double alpha = 0.3;
     auto& avg = phase == "sft" ? sft_seconds_ : grpo_seconds_;

@@ -8,6 +8,7 @@
 // update. The reference log-probs of the KL term come from the policy's frozen copy.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstddef>
@@ -27,27 +28,59 @@
 
 namespace grpo::train {
 
-/// The end of every optimizer step: gradients summed over ranks, clipped to max_grad_norm (<= 0:
-/// only measured), one AdamW update at `lr`. Returns the global norm before clipping.
+/// The end of every optimizer step: gradients summed over ranks (the time it took added to
+/// `communication_seconds`), clipped to max_grad_norm (<= 0: only measured), one AdamW update at
+/// `lr`. Returns the global norm before clipping.
 template <trainable_policy P>
-double apply_update(P& policy, communicator& comm, double max_grad_norm, double lr) {
+double apply_update(P& policy, communicator& comm, double max_grad_norm, double lr, double& communication_seconds) {
+  const auto t0 = std::chrono::steady_clock::now();
   policy.all_reduce_gradients(comm);
+  communication_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double norm = policy.clip_grad_norm(max_grad_norm);
   policy.optimizer_step(lr);
   return norm;
 }
 
-/// What one GRPO update measured.
+/// What one GRPO update measured on this rank; reduce_over_ranks makes it the whole batch's.
 struct update_result {
   policy_loss_metrics totals{};   ///< the last iteration's metrics, summed over micro-batches
   double loss = 0;                ///< the last iteration's loss
   double first_loss = 0;          ///< the first iteration's loss (differs from `loss` when mu > 1)
-  double grad_norm = 0;           ///< before clipping, of the last update
+  double grad_norm = 0;           ///< before clipping, of the last update (the same on every rank)
   double train_tokens = 0;        ///< fed tokens, every iteration counted
   double logprob_diff_max = 0;    ///< |trainer - sampler| log-prob before any update
-  double logprob_diff_mean = 0;
+  double logprob_diff_sum = 0;
+  double logprob_diff_count = 0;
   double seconds = 0;
+  double communication_seconds = 0;  ///< summing the gradients over ranks
+
+  double logprob_diff_mean() const { return logprob_diff_count > 0 ? logprob_diff_sum / logprob_diff_count : 0.0; }
 };
+
+/// The sums of every rank's results (the losses and metrics are each rank's share of the whole
+/// batch's, with global denominators), the largest log-prob difference and the slowest time.
+inline void reduce_over_ranks(communicator& comm, update_result& u) {
+  if (comm.world_size() == 1) return;
+  std::vector<double> sums{u.loss, u.first_loss, u.totals.pg_loss, u.totals.kl_mean, u.totals.entropy_mean,
+                           u.totals.clip_fraction_low, u.totals.clip_fraction_high, u.totals.ratio_mean,
+                           u.train_tokens, u.logprob_diff_sum, u.logprob_diff_count};
+  comm.all_reduce_sum(std::span<double>(sums));
+  u.loss = sums[0];
+  u.first_loss = sums[1];
+  u.totals.pg_loss = sums[2];
+  u.totals.kl_mean = sums[3];
+  u.totals.entropy_mean = sums[4];
+  u.totals.clip_fraction_low = sums[5];
+  u.totals.clip_fraction_high = sums[6];
+  u.totals.ratio_mean = sums[7];
+  u.train_tokens = sums[8];
+  u.logprob_diff_sum = sums[9];
+  u.logprob_diff_count = sums[10];
+  for (double* largest : {&u.logprob_diff_max, &u.seconds, &u.communication_seconds}) {
+    const auto all = all_gather(comm, std::vector<double>{*largest});
+    *largest = *std::max_element(all.begin(), all.end());
+  }
+}
 
 /// The trainer's inputs of one update (all on the policy's backend).
 template <tensor_backend B>
@@ -57,6 +90,10 @@ struct update_batch {
   std::span<const double> advantages;                 ///< [rollout rows]
   std::span<const sampled_completion> completions;    ///< [rollout rows], for the sampler's log-probs
   loss_denominators denominators;                     ///< of the whole generation batch
+  /// Whether any rank has rows to train on. When none has, no update happens; otherwise every
+  /// rank updates, those without rows with zero gradients, so that all take part in every
+  /// collective.
+  bool any_rows = true;
 };
 
 /// num_iterations updates of `policy` on `batch` with the resolved loss at `temperature`.
@@ -74,9 +111,8 @@ update_result grpo_update(P& policy, const update_batch<typename P::backend_type
   }
 
   update_result out;
-  double diff_sum = 0, diff_n = 0;
   const auto t0 = std::chrono::steady_clock::now();
-  for (std::int64_t it = 0; it < num_iterations && !mbs.empty(); ++it) {
+  for (std::int64_t it = 0; it < num_iterations && batch.any_rows; ++it) {
     policy.zero_grad();
     out.totals = {};
     out.loss = 0;
@@ -109,8 +145,8 @@ update_result grpo_update(P& policy, const update_batch<typename P::backend_type
           for (std::size_t j = 0; j < behaviour.size(); ++j) {
             const double d = std::abs(lp[i * static_cast<std::size_t>(t) + j] - behaviour[j]);
             out.logprob_diff_max = std::max(out.logprob_diff_max, d);
-            diff_sum += d;
-            diff_n += 1;
+            out.logprob_diff_sum += d;
+            out.logprob_diff_count += 1;
           }
         }
       }
@@ -127,10 +163,9 @@ update_result grpo_update(P& policy, const update_batch<typename P::backend_type
           out.train_tokens += static_cast<double>(sb.prompts[i].size() + sb.completions[i].size()) - 1;
     }
     if (it == 0) out.first_loss = out.loss;
-    out.grad_norm = apply_update(policy, comm, max_grad_norm, lr);
+    out.grad_norm = apply_update(policy, comm, max_grad_norm, lr, out.communication_seconds);
   }
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  out.logprob_diff_mean = diff_n > 0 ? diff_sum / diff_n : 0.0;
   return out;
 }
 

@@ -11,6 +11,9 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+#ifdef GRPO_TORCH_CUDA
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 #include <cmath>
 #include <cstdint>
@@ -224,23 +227,57 @@ class causal_lm_policy {
     }
   }
 
-  /// Sums every gradient over the communicator's ranks. On the CPU the float (or double) values
-  /// go to comm.all_reduce_sum in place; on CUDA through a host copy (a device collective such
-  /// as NCCL would avoid it). One process: nothing to do.
-  void all_reduce_gradients(train::communicator& comm) {
+  /// Sums every gradient over the communicator's ranks, in buckets of at most `bucket_bytes` (default 25 MiB, PyTorch
+  /// DDP's bucket_cap_mb): the gradients of one device and dtype are flattened into one buffer per bucket in parameter
+  /// order (the same on every rank), summed with one collective, and copied back; a gradient larger than a bucket is
+  /// a bucket alone. Float buckets on a CUDA device go to comm.all_reduce_sum_device on LibTorch's current stream
+  /// when comm.on_device() (NCCL: no copy to the host; needs LibTorch with CUDA, which defines GRPO_TORCH_CUDA for
+  /// grpo::torch), every other bucket to comm.all_reduce_sum through host memory. One process: nothing to do.
+  void all_reduce_gradients(train::communicator& comm, std::size_t bucket_bytes = std::size_t{25} << 20) {
     if (comm.world_size() <= 1) return;
     const at::NoGradGuard no_grad;
-    for (auto& p : parameters_) {
-      auto grad = p.mutable_grad();
-      const bool in_place = grad.device().is_cpu() && grad.is_contiguous();
-      auto host = in_place ? grad : grad.to(at::kCPU).contiguous();
-      const auto n = static_cast<std::size_t>(host.numel());
+    const auto sum = [&comm](at::Tensor& flat) {
+      const auto n = static_cast<std::size_t>(flat.numel());
+#ifdef GRPO_TORCH_CUDA
+      if (flat.is_cuda() && flat.scalar_type() == at::kFloat && comm.on_device()) {
+        const auto stream = c10::cuda::getCurrentCUDAStream(flat.device().index());
+        comm.all_reduce_sum_device(flat.data_ptr<float>(), n, stream.stream());
+        return;
+      }
+#endif
+      auto host = flat.is_cpu() ? flat : flat.to(at::kCPU);
       if (host.scalar_type() == at::kDouble)
         comm.all_reduce_sum(std::span<double>(host.data_ptr<double>(), n));
       else
         comm.all_reduce_sum(std::span<float>(host.data_ptr<float>(), n));
-      if (!in_place) grad.copy_(host);
+      if (!flat.is_cpu()) flat.copy_(host);
+    };
+    std::vector<at::Tensor> bucket;
+    std::size_t bytes = 0;
+    const auto flush = [&] {
+      if (bucket.empty()) return;
+      std::vector<at::Tensor> parts;
+      for (const auto& grad : bucket) parts.push_back(grad.reshape({-1}));
+      auto flat = at::cat(parts);
+      sum(flat);
+      std::int64_t offset = 0;
+      for (auto& grad : bucket) {
+        grad.copy_(flat.narrow(0, offset, grad.numel()).view_as(grad));
+        offset += grad.numel();
+      }
+      bucket.clear();
+      bytes = 0;
+    };
+    for (auto& p : parameters_) {
+      const at::Tensor& grad = p.mutable_grad();
+      const auto size = static_cast<std::size_t>(grad.numel()) * grad.element_size();
+      if (!bucket.empty() && (grad.device() != bucket.front().device() ||
+                              grad.scalar_type() != bucket.front().scalar_type() || bytes + size > bucket_bytes))
+        flush();
+      bucket.push_back(grad);
+      bytes += size;
     }
+    flush();
   }
 
   /// The global L2 norm of the gradients (in double) and, when above max_norm > 0, every gradient

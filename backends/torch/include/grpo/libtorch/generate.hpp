@@ -2,11 +2,14 @@
 // grpo/libtorch/generate.hpp: batched sampling from a causal_lm with a key/value cache. Prompts of
 // different lengths are left-padded, with per-row position ids and padding keys masked, so every
 // row computes what it would alone. Each distinct prompt is prefilled once and its cache copied to
-// its group_size rows. The model runs on its device; each step's logits [rows, V] come to the host,
-// where grpo::model::sample_token draws each row's token with the row's own std::mt19937_64 seeded
-// from grpo::model::row_seed(seed, row), so the sampling (temperature, top-k, top-p, greedy, the
-// behaviour and full log-probs) is exactly the native model's and the same on any device. Rows that
-// stop are dropped from the batch (their cache rows removed), so they cost nothing afterwards.
+// its group_size rows. The model runs on its device, and so does the sampling (device_sampling.hpp:
+// grpo::model::sample_token's temperature, top-k, top-p, greedy and both log-probs over all rows at
+// once, or sample_token itself on the CPU) with each row's own host std::mt19937_64, seeded from
+// grpo::model::row_seed(seed, row) and advanced as sample_token advances it, so the sampling is the
+// native model's and a seed draws the same tokens on any device (up to rounding at a boundary, see
+// sample_tokens). Per step only [rows] uniforms go to an accelerator and [rows] ids and log-probs
+// come back. Rows that stop are dropped from the batch (their cache rows removed), so they
+// cost nothing afterwards.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -23,8 +26,8 @@
 #include "grpo/concepts.hpp"
 #include "grpo/error.hpp"
 #include "grpo/libtorch/causal_lm.hpp"
+#include "grpo/libtorch/device_sampling.hpp"
 #include "grpo/model/sampling.hpp"
-#include "grpo/reference_backend.hpp"
 
 namespace grpo::libtorch {
 
@@ -39,26 +42,20 @@ struct sampling_row {
   bool done = false;
 };
 
-/// Draws one token for each active row from its logits (row i of host_logits, [A, V] of T on the
-/// CPU) and appends it to that row's completion.
-template <class T>
-void draw_tokens(const at::Tensor& host_logits, std::vector<sampling_row*>& active, const sampling_options& options,
-                 std::vector<sampled_completion>& out, std::vector<std::pair<double, token_id>>& scratch) {
-  const auto vocab = host_logits.size(1);
-  const T* data = host_logits.data_ptr<T>();
-  // The log-sum-exp in double at the temperature of full_logprob (1 when greedy), as the
-  // reference backend's row_softmax_stats computes it.
-  const double inverse = options.temperature == 0.0 ? 1.0 : 1.0 / options.temperature;
+/// Draws one token for each active row from its logits (row i of `logits`, [A, V] on the model's
+/// device) with the row's generator and appends it to that row's completion.
+inline void draw_tokens(const at::Tensor& logits, std::vector<sampling_row*>& active, const sampling_options& options,
+                        std::vector<sampled_completion>& out) {
+  std::vector<std::mt19937_64*> generators;
+  for (auto* row : active) generators.push_back(&row->gen);
+  const auto draws = sample_tokens(logits, generators, options);
   for (std::size_t i = 0; i < active.size(); ++i) {
     sampling_row& row = *active[i];
     auto& completion = out[static_cast<std::size_t>(row.index)];
-    const T* logits = data + static_cast<std::int64_t>(i) * vocab;
-    const double lse = grpo::detail::row_logsumexp(grpo::detail::scaled_row<T>{logits, vocab, inverse});
-    GRPO_CHECK(std::isfinite(lse), value_error, "generate: the logits of row ", row.index, " at position ",
+    GRPO_CHECK(std::isfinite(draws.lse[i]), value_error, "generate: the logits of row ", row.index, " at position ",
                row.prompt_length + static_cast<std::int64_t>(completion.tokens.size()),
                " are not finite (NaN or Inf in the weights?)");
-    const auto token = model::sample_token(std::span<const T>(logits, static_cast<std::size_t>(vocab)), lse, options,
-                                           row.gen, scratch);
+    const auto& token = draws.tokens[i];
     completion.tokens.push_back(token.id);
     completion.logprobs.push_back(token.logprob);
     completion.full_logprobs.push_back(token.full_logprob);
@@ -78,7 +75,7 @@ inline at::Tensor device_ids(const std::vector<std::int64_t>& values, std::vecto
 }  // namespace detail
 
 /// Samples group_size completions of each prompt from `model` with the compute-dtype weights `w`;
-/// rows [k G, (k+1) G) answer prompts[k], and row r draws from std::mt19937_64(row_seed(seed, r)).
+/// rows [k G, (k+1) G) answer prompts[k], and row r draws from std::mt19937_64(row_seed(seed, options.first_row + r)).
 /// A completion ends after a stop token (included, stopped = true) or max_new_tokens tokens.
 /// \throws config_error naming "options.*" or "group_size"; shape_error naming "prompts" for an
 ///         empty prompt, a token id outside [0, vocab_size), or prompt + max_new_tokens beyond
@@ -143,17 +140,11 @@ inline std::vector<sampled_completion> generate(const causal_lm& model, const ca
     s.index = r;
     s.prompt_length = static_cast<std::int64_t>(prompts[static_cast<std::size_t>(r / group_size)].size());
     s.padding = longest - s.prompt_length;
-    s.gen.seed(model::row_seed(seed, static_cast<std::uint64_t>(r)));
+    s.gen.seed(model::row_seed(seed, options.first_row + static_cast<std::uint64_t>(r)));
     active.push_back(&s);
   }
-  const bool wide = model.compute_dtype() == at::kDouble;
-  std::vector<std::pair<double, token_id>> scratch;
   while (true) {
-    const auto host = logits.to(at::kCPU, wide ? at::kDouble : at::kFloat).contiguous();
-    if (wide)
-      detail::draw_tokens<double>(host, active, options, out, scratch);
-    else
-      detail::draw_tokens<float>(host, active, options, out, scratch);
+    detail::draw_tokens(logits, active, options, out);
     std::vector<std::int64_t> keep;
     for (std::size_t i = 0; i < active.size(); ++i)
       if (!active[i]->done) keep.push_back(static_cast<std::int64_t>(i));
