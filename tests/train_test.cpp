@@ -264,6 +264,20 @@ TEST_CASE("checkpoint: atomic directory replace and round trip", "[train][checkp
   REQUIRE(read_text_file(dir / "c" / "a.txt") == "two");
   REQUIRE(!std::filesystem::exists(dir / ".c.tmp"));
   REQUIRE(!std::filesystem::exists(dir / ".c.old"));
+  // A save killed between its renames: the new checkpoint complete in .c.tmp, the old in .c.old.
+  REQUIRE(resolve_checkpoint(dir / "c") == dir / "c");
+  std::filesystem::rename(dir / "c", dir / ".c.old");
+  grpo::testing::require_error([&] { (void)resolve_checkpoint(dir / "d"); }, {"no checkpoint there"});
+  REQUIRE(resolve_checkpoint(dir / "c") == dir / ".c.old");
+  write_checkpoint_directory(dir / "staged", [](const std::filesystem::path& t) { write_text_file(t / "a.txt", "new"); });
+  std::filesystem::rename(dir / "staged", dir / ".c.tmp");
+  REQUIRE(resolve_checkpoint(dir / "c") == dir / ".c.tmp");
+  REQUIRE(read_text_file(resolve_checkpoint(dir / "c") / "a.txt") == "new");
+  // The next save starts clean and leaves one complete directory.
+  write_checkpoint_directory(dir / "c", [](const std::filesystem::path& t) { write_text_file(t / "a.txt", "next"); });
+  REQUIRE(read_text_file(dir / "c" / "a.txt") == "next");
+  REQUIRE(!std::filesystem::exists(dir / ".c.tmp"));
+  REQUIRE(!std::filesystem::exists(dir / ".c.old"));
   std::filesystem::remove_all(dir);
 }
 

@@ -23,7 +23,7 @@ namespace grpo::cli {
 
 train::train_config make_config(const run_flags& flags) {
   train::train_config c;
-  if (!flags.resume.empty()) c = train::load_config(std::filesystem::path(flags.resume) / "config.toml");
+  if (!flags.resume.empty()) c = train::load_config(train::resolve_checkpoint(flags.resume) / "config.toml");
   else if (!flags.config_path.empty()) c = train::load_config(flags.config_path);
   for (const auto& o : flags.overrides) train::apply_override(c, o);
   if (flags.seed) c.seed = *flags.seed;

@@ -8,13 +8,16 @@
 # within 1e-6 relative: the float gradients are summed in another order (each rank's micro-batches,
 # then the ranks), which float training amplifies step by step, so the GRPO run starts from one
 # cold-started model and is 4 steps long; a run stopped and resumed under mpirun ends bit-identical
-# to the uninterrupted 2-rank run; the cold start on 2 ranks follows one process's loss curve; and
+# to the uninterrupted 2-rank run, and so does one killed with SIGKILL and resumed; the cold start on
+# 2 ranks follows one process's loss curve; and
 # the errors for a world size that does not divide the prompts and for ranks started with
 # different configs.
 #   python3 tests/mpi/train_equivalence.py GRPO LAUNCHER...     (LAUNCHER: mpiexec -n 2 [flags])
 import json
 import os
 import shutil
+import signal
+import time
 import struct
 import subprocess
 import sys
@@ -119,6 +122,33 @@ def main():
                 open(os.path.join(two, "model", "model.safetensors"), "rb") as g:
             check(f.read() == g.read(), "the resumed 2-rank run's model differs from the uninterrupted one")
         print("2 ranks stopped at step 2 and resumed: final model bit-identical")
+
+        # Killed with SIGKILL while training under mpirun (a checkpoint after every step), then resumed.
+        killed = os.path.join(work, "killed")
+        job = subprocess.Popen(launcher + [grpo, "train", "--output-dir", killed] + RUN + start + ["--set", "save_steps=1"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        state = os.path.join(killed, "checkpoint", "trainer_state.json")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and job.poll() is None:
+            try:
+                with open(state) as f:
+                    if json.load(f)["global_step"] >= 2:
+                        break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.01)
+        was_running = job.poll() is None
+        if was_running:
+            os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+        r = subprocess.run(launcher + [grpo, "train", "--resume", os.path.join(killed, "checkpoint")],
+                           capture_output=True, text=True, timeout=600)
+        check(r.returncode == 0, f"2 ranks, resumed after SIGKILL: {r.stderr}")
+        with open(os.path.join(killed, "model", "model.safetensors"), "rb") as f, \
+                open(os.path.join(two, "model", "model.safetensors"), "rb") as g:
+            check(f.read() == g.read(), "the run killed and resumed under mpirun ends with another model")
+        print(f"2 ranks killed with SIGKILL{'' if was_running else ' (it had finished)'} after step 2 and resumed: "
+              "final model bit-identical")
 
         # The cold start itself on 2 ranks (each a share of every batch): the same loss curve.
         sft_one, sft_two = os.path.join(work, "sft1"), os.path.join(work, "sft2")

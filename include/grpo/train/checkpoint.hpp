@@ -95,6 +95,23 @@ inline void write_text_file(const std::filesystem::path& path, std::string_view 
       path, std::span<const std::byte>(reinterpret_cast<const std::byte*>(text.data()), text.size()));
 }
 
+/// The complete checkpoint written as `directory`: the directory itself, or, when a save was killed
+/// between its two renames (the previous checkpoint moved aside to ".NAME.old", the new one
+/// complete in ".NAME.tmp" but not yet renamed), the new one; when only ".NAME.old" is left (killed
+/// after the first rename, before the new one was complete it would still be the target), that one.
+/// \throws io_error naming `directory` when none of them exists.
+inline std::filesystem::path resolve_checkpoint(const std::filesystem::path& directory) {
+  if (std::filesystem::exists(directory)) return directory;
+  const std::filesystem::path parent = directory.has_parent_path() ? directory.parent_path() : ".";
+  const std::string name = directory.filename().string();
+  const auto temporary = parent / ("." + name + ".tmp"), old = parent / ("." + name + ".old");
+  // A .tmp next to a .old was complete (the target is moved aside only after the new one is synced).
+  if (std::filesystem::exists(old) && std::filesystem::exists(temporary)) return temporary;
+  if (std::filesystem::exists(old)) return old;
+  grpo::detail::fail<io_error>(directory.string(), ": no checkpoint there (nor an interrupted save's ", old.filename().string(),
+                               ")");
+}
+
 /// The whole contents of a file; io_error naming it when it cannot be read.
 inline std::string read_text_file(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);

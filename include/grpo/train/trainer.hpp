@@ -281,11 +281,13 @@ class trainer {
   }
 
   /// Restores a checkpoint written by save_checkpoint (the config is the caller's: normally the
-  /// checkpoint's config.toml), with the optimizer settings of the phase it was in.
+  /// checkpoint's config.toml), with the optimizer settings of the phase it was in; a save that was
+  /// killed half-way is found by resolve_checkpoint.
   /// \throws io_error naming the file that is missing or malformed.
   void load_checkpoint(const std::filesystem::path& directory) {
-    state_ = read_trainer_state(directory / "trainer_state.json");
-    policy_.load_state(directory, state_.phase == "grpo" ? config_.adam() : config_.sft_adam());
+    const auto found = resolve_checkpoint(directory);
+    state_ = read_trainer_state(found / "trainer_state.json");
+    policy_.load_state(found, state_.phase == "grpo" ? config_.adam() : config_.sft_adam());
   }
 
  private:
