@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "grpo/detail/json.hpp"
+#include "grpo/detail/random.hpp"
 #include "grpo/hf/gguf.hpp"
 #include "grpo/hf/gguf_convert.hpp"
 #include "grpo/safetensors.hpp"
@@ -200,9 +201,7 @@ image small_image() {
 }
 
 std::uint64_t fnv1a64(std::span<const std::byte> bytes) {
-  std::uint64_t h = 0xCBF29CE484222325ull;
-  for (auto b : bytes) h = (h ^ static_cast<std::uint64_t>(b)) * 0x100000001B3ull;
-  return h;
+  return grpo::detail::fnv1a_64(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
 }
 
 std::string hex16(std::uint64_t v) {

@@ -123,6 +123,19 @@ def main():
             check(f.read() == g.read(), "the resumed 2-rank run's model differs from the uninterrupted one")
         print("2 ranks stopped at step 2 and resumed: final model bit-identical")
 
+        # A checkpoint of 2 ranks resumed by one process: the state is global, so it continues
+        # (only the order of the float sums changes).
+        other = os.path.join(work, "other")
+        r = train(launcher + [grpo], other, *start, "--stop-after", "2")
+        r = subprocess.run([grpo, "train", "--resume", os.path.join(other, "checkpoint")], capture_output=True,
+                           text=True, timeout=600)
+        check(r.returncode == 0, f"1 process resuming 2 ranks' checkpoint: {r.stderr}")
+        wo = weights(os.path.join(other, "model", "model.safetensors"))
+        moved = max((sum((q - p) ** 2 for p, q in zip(wb[n], wo[n])) / max(sum(p * p for p in wb[n]), 1e-30)) ** 0.5
+                    for n in wb)
+        check(moved <= 1e-6, f"resumed by 1 process: weights differ by {moved:.3g} from the 2-rank run")
+        print(f"2 ranks' checkpoint resumed by 1 process: weights within {moved:.2g} of the 2-rank run")
+
         # Killed with SIGKILL while training under mpirun (a checkpoint after every step), then resumed.
         killed = os.path.join(work, "killed")
         job = subprocess.Popen(launcher + [grpo, "train", "--output-dir", killed] + RUN + start + ["--set", "save_steps=1"],

@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
-// grpo/detail/random.hpp: the one seed mixer and the platform-independent draws every seeded part
-// of grpo uses (weight initialization, sampling, task generation, data order). The standard
+// grpo/detail/random.hpp: the one seed mixer, the one string hash and the platform-independent
+// draws every seeded part of grpo uses (weight initialization, sampling, task generation, data
+// order, data splits). The standard
 // distributions leave their algorithm to each library, which would make a seed mean different
 // numbers on different platforms; these are fixed.
 #pragma once
 
 #include <cstdint>
 #include <random>
+#include <string_view>
 
 namespace grpo::detail {
 
@@ -17,6 +19,18 @@ inline std::uint64_t splitmix64(std::uint64_t x) {
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
   x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
   return x ^ (x >> 31);
+}
+
+/// 64-bit FNV-1a of the bytes of `text` (Fowler, Noll and Vo; offset basis 14695981039346656037,
+/// prime 1099511628211). Fixed forever, so what is derived from it (a problem's split, a config's
+/// fingerprint) never depends on the platform or the standard library. Not cryptographic.
+inline std::uint64_t fnv1a_64(std::string_view text) noexcept {
+  std::uint64_t hash = 14695981039346656037ull;
+  for (const char c : text) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 1099511628211ull;
+  }
+  return hash;
 }
 
 /// The seed of stream `stream` of a run seeded with `seed`: distinct (seed, stream) pairs give

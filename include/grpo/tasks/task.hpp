@@ -91,12 +91,7 @@ inline std::optional<std::int64_t> take_integer(std::string_view& s) {
 /// A hash of `key` fixed forever (64-bit FNV-1a, then splitmix64), so a problem's split never depends
 /// on the platform, the standard library or the version of grpo.
 inline std::uint64_t stable_hash(std::string_view key) {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (const char c : key) {
-    h ^= static_cast<unsigned char>(c);
-    h *= 0x100000001b3ULL;
-  }
-  return grpo::detail::splitmix64(h);
+  return grpo::detail::splitmix64(grpo::detail::fnv1a_64(key));
 }
 
 /// Whether the problem with canonical `key` belongs to the held-out split: a fixed partition of

@@ -16,29 +16,18 @@
 #include <string_view>
 #include <vector>
 
+#include "grpo/detail/random.hpp"
 #include "grpo/error.hpp"
 #include "grpo/train/communicator.hpp"
 
 namespace grpo::train {
-
-/// 64-bit FNV-1a of the bytes of `text` (Fowler, Noll and Vo; offset basis 14695981039346656037, prime
-/// 1099511628211, as in http://www.isthe.com/chongo/tech/comp/fnv/). Not cryptographic: it tells configs apart,
-/// it does not authenticate them.
-inline std::uint64_t fnv1a_64(std::string_view text) noexcept {
-  std::uint64_t hash = 14695981039346656037ull;
-  for (const char c : text) {
-    hash ^= static_cast<unsigned char>(c);
-    hash *= 1099511628211ull;
-  }
-  return hash;
-}
 
 /// \throws config_error, on every rank, unless every rank passed the same `text`; the message names `what` and the
 /// first rank whose text differs from rank 0's. Collective: every rank calls it at the same point. Each rank
 /// contributes its text's FNV-1a hash (as two 32-bit halves, each exact in a double) and length through all_gather,
 /// so every rank sees the same table and raises the same error.
 inline void check_same(communicator& comm, std::string_view text, std::string_view what) {
-  const std::uint64_t hash = fnv1a_64(text);
+  const std::uint64_t hash = grpo::detail::fnv1a_64(text);
   const double mine[3] = {static_cast<double>(hash >> 32), static_cast<double>(hash & 0xffffffffull),
                           static_cast<double>(text.size())};
   const std::vector<double> all = all_gather(comm, mine);
