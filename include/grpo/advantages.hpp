@@ -98,8 +98,10 @@ inline resolved_groups resolve_groups(const group_layout& layout, std::int64_t b
              layout.group_size);
   GRPO_CHECK(batch % layout.group_size == 0, config_error, "group_size: ", layout.group_size,
              " does not divide the batch of ", batch);
-  for (std::int64_t i = 0; i < batch; ++i) out.ids[static_cast<std::size_t>(i)] = i / layout.group_size;
   out.count = batch / layout.group_size;
+  // Group by group: a 64-bit division per row would cost more than the advantages themselves.
+  auto id = out.ids.begin();
+  for (std::int64_t g = 0; g < out.count; ++g) id = std::fill_n(id, layout.group_size, g);
   return out;
 }
 
@@ -173,10 +175,22 @@ double zero_std_share(const group_statistics<B>& stats, std::int64_t groups) {
   return groups == 0 ? 0.0 : 1.0 - sum(stats.keep).item() / static_cast<double>(groups);
 }
 
+/// A backend's fused GRPO advantages (backend.hpp, "optional fused paths"): grpo_core in one sweep over the
+/// scores, given validated scores [B], dense group ids [B] in [0, groups) and validated options.
+template <class B>
+concept has_fused_grpo_advantages =
+    requires(const B& b, const typename B::tensor_type& scores, std::span<const std::int64_t> ids,
+             std::int64_t groups, const grpo_advantage_options& options) {
+      { fused_grpo_advantages(b, scores, ids, groups, options) } -> std::same_as<advantage_result<B>>;
+    };
+
 /// grpo_advantages on validated input with resolved groups.
 template <tensor_backend B>
 advantage_result<B> grpo_core(const tensor<B>& scores, const resolved_groups& groups,
                               const grpo_advantage_options& options) {
+  if constexpr (has_fused_grpo_advantages<B>)
+    return fused_grpo_advantages(scores.backend(), scores.raw(), std::span<const std::int64_t>(groups.ids),
+                                 groups.count, options);
   const auto ids = make_index(scores.backend(), groups.ids, scores.shape());
   const auto stats = group_stats(scores, ids, groups.count, options.std_floor);
   const auto batch = scorable_moments(scores, stats.valid);

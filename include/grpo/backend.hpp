@@ -28,6 +28,13 @@
 //   Optional: count_not_finite(b, t) and count_not_binary(b, t) -> std::int64_t, the number of
 //   elements that are NaN or +-Inf, and that are neither 0 nor 1, counted where t lives; the
 //   input checks (validate.hpp) use them to skip downloading a valid tensor to the host.
+//   Optional fused paths: a backend may compute the whole of an algorithm in one pass, with the algorithm's
+//   semantics (the conformance suite holds it to the reference like any other path); the algorithm calls it
+//   after its own input checks, where it exists:
+//     fused_policy_loss(b, inputs, options, denominators) -> optional<policy_loss_result>  (policy_loss.hpp;
+//       nullopt when a value check fails, so that the generic checks name the input)
+//     fused_grpo_advantages(b, scores, group ids, groups, options) -> advantage_result       (advantages.hpp)
+//   grpo::cccl's host systems define both (host_fused.hpp).
 // }
 //
 // concept logits_backend<B> refines it with the row-wise softmax primitives that need one pass

@@ -120,8 +120,10 @@ inline void validate(const policy_loss_options& o) {
 
 namespace detail {
 
+/// The checks of policy_loss that read no tensor element: options, denominators, required inputs, shapes.
 template <tensor_backend B>
-void validate_policy_loss(const policy_loss_inputs<B>& in, const policy_loss_options& o, const loss_denominators& d) {
+void validate_policy_loss_layout(const policy_loss_inputs<B>& in, const policy_loss_options& o,
+                                 const loss_denominators& d) {
   grpo::validate(o);
   GRPO_CHECK(o.beta == 0.0 || in.ref_logprobs.has_value(), config_error,
              "ref_logprobs: required when beta > 0 (beta = ", o.beta, ")");
@@ -139,7 +141,12 @@ void validate_policy_loss(const policy_loss_inputs<B>& in, const policy_loss_opt
   if (in.ref_logprobs) expect_shape(*in.ref_logprobs, s, "ref_logprobs");
   if (in.rollout_logprobs) expect_shape(*in.rollout_logprobs, s, "rollout_logprobs");
   if (in.entropy) expect_shape(*in.entropy, s, "entropy");
+}
 
+/// Every check of policy_loss: the layout, then the values (finite inputs, a 0/1 mask).
+template <tensor_backend B>
+void validate_policy_loss(const policy_loss_inputs<B>& in, const policy_loss_options& o, const loss_denominators& d) {
+  validate_policy_loss_layout(in, o, d);
   expect_finite(in.logprobs, "logprobs");
   expect_finite(in.advantages, "advantages");
   expect_mask(in.mask, "mask");
@@ -148,6 +155,15 @@ void validate_policy_loss(const policy_loss_inputs<B>& in, const policy_loss_opt
   if (in.rollout_logprobs) expect_finite(*in.rollout_logprobs, "rollout_logprobs");
   if (in.entropy) expect_finite(*in.entropy, "entropy");
 }
+
+/// A backend's fused policy loss (backend.hpp, "optional fused paths"): the whole of policy_loss in one
+/// pass over the [B,T] inputs, called after the layout checks. It returns nullopt when an input holds a value
+/// the value checks reject (NaN, Inf, a mask entry other than 0 or 1); those checks then name it.
+template <class B>
+concept has_fused_policy_loss = requires(const B& b, const policy_loss_inputs<B>& in, const policy_loss_options& o,
+                                         const loss_denominators& d) {
+  { fused_policy_loss(b, in, o, d) } -> std::same_as<std::optional<policy_loss_result<B>>>;
+};
 
 /// The values of x as a constant of differentiation: the backend's optional stop_gradient hook
 /// (LibTorch: detach) where it has one, x itself where nothing differentiates through the ops.
@@ -214,6 +230,11 @@ bounded_exp<B> exp_bounded(const tensor<B>& x, double bound) {
 template <tensor_backend B>
 policy_loss_result<B> policy_loss(const policy_loss_inputs<B>& inputs, const policy_loss_options& options,
                                   const loss_denominators& denominators) {
+  if constexpr (detail::has_fused_policy_loss<B>) {
+    detail::validate_policy_loss_layout(inputs, options, denominators);
+    if (auto fused = fused_policy_loss(inputs.logprobs.backend(), inputs, options, denominators))
+      return std::move(*fused);
+  }
   detail::validate_policy_loss(inputs, options, denominators);
   const auto& logp = inputs.logprobs;
   const auto& mask = inputs.mask;

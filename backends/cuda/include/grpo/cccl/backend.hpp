@@ -43,6 +43,7 @@
 #include "grpo/cccl/kernels/divergence.cuh"
 #include "grpo/cccl/kernels/softmax.cuh"
 #else
+#include "grpo/cccl/host_divergence.hpp"
 #include "grpo/cccl/host_rows.hpp"
 #endif
 
@@ -580,6 +581,12 @@ device_tensor<T> row_divergence(const backend<T>& b, const device_tensor<T>& stu
                        "row_divergence");
     return loss;
   }
+#else
+  if constexpr (std::is_same_v<T, float>) {
+    host_rows::divergence(student.data.data(), teacher.data.data(), rows, vocab, inv_temperature, beta,
+                          weight.data.data(), loss.data.data(), out.data.data());
+    return loss;
+  }
 #endif
   detail::run("row_divergence", [&] {
     thrust::for_each_n(execution_policy(*b.workspace()), detail::count_from(0), rows,
@@ -633,3 +640,6 @@ static_assert(logits_backend<backend<double>>);
 
 }  // namespace GRPO_CCCL_SYSTEM_NAMESPACE
 }  // namespace grpo::cccl
+
+// The host systems' fused algorithm paths, built on the operations above (host_fused.hpp).
+#include "grpo/cccl/host_fused.hpp"
