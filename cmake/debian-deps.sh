@@ -2,13 +2,17 @@
 # Installs what grpo's build, tests and CLI need on a fresh Debian 12 machine (run as root, or
 # with sudo available). Safe to run again: it skips packages already present.
 #   bash cmake/debian-deps.sh              the core, the CLI and the training job
-#   bash cmake/debian-deps.sh --backends   also the backends' dependencies (LibTorch with OpenBLAS, Thrust, Open MPI) and Google Benchmark
+#   bash cmake/debian-deps.sh --backends   also the backends' dependencies (LibTorch with OpenBLAS, Thrust, Open MPI), Google Benchmark
+#                                          and Clang with libFuzzer (the sanitizer and fuzz tests)
 set -euo pipefail
 
 packages=(cmake ninja-build g++ pkg-config catch2 libcli11-dev libpcre2-dev libutf8proc-dev python3 python3-numpy python3-venv python3-matplotlib)
 if [[ "${1:-}" == "--backends" ]]; then
   # OpenBLAS becomes the libblas.so.3 alternative that Debian's torch loads (about 30x the reference BLAS).
   packages+=(libtorch-dev libthrust-dev libcub-dev libbenchmark-dev libopenblas0-pthread openmpi-bin libopenmpi-dev)
+  # The ci preset's sanitizer and fuzz tests (tests/fuzz): Clang, and libFuzzer with the sanitizer runtimes
+  # (libclang_rt.fuzzer, .asan, .ubsan), which clang-14 only recommends.
+  packages+=(clang libclang-rt-14-dev)
 fi
 missing=()
 for p in "${packages[@]}"; do

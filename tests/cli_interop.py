@@ -171,7 +171,8 @@ def make_batch(seed, rows=8, cols=7, drift=0.4, empty_row=False, nan_rewards=Fal
         lengths[1] = 0
     mask = (np.arange(cols)[None, :] < lengths[:, None]).astype(np.float64)
     mask[0, min(1, cols - 1)] = 0.0  # a hole in the middle of a row
-    old = rng.uniform(-3.0, -0.05, size=(rows, cols))
+    # Shifted by the drift so that every log-prob stays below 0, as `grpo loss` requires.
+    old = rng.uniform(-3.0, -0.05, size=(rows, cols)) - max(drift, 0.3)
     rewards = rng.choice([0.0, 1.0, 0.5], size=rows)
     rewards[:4] = [1.0, 0.0, 0.0, 1.0]  # the first group is never constant
     if nan_rewards:
@@ -374,7 +375,7 @@ def main():
         r.error("NaN logprobs", dict(good, logprobs=np.where(base["mask"] > 0, base["logprobs"], np.nan)), g4,
                 ["logprobs: element", "nan"])
         r.error("unknown loss type", good, ["--loss-type", "ppo"], ["--loss-type: unknown value 'ppo'"])
-        r.error("negative epsilon", good, ["--epsilon", "-0.1", *g4], ["epsilon_low", "-0.1"])
+        r.error("negative epsilon", good, ["--epsilon", "-0.1", *g4], ["--epsilon: must be a finite value >= 0", "-0.1"])
         r.error("contradicting IS level", dict(good, rollout_logprobs=base["rollout_logprobs"]),
                 ["--is-mode", "sequence_mask", "--is-level", "token", *g4], ["--is-level"])
         r.error("bad number", good, ["--epsilon", "abc"], ["--epsilon"])

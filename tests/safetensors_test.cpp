@@ -12,6 +12,10 @@
 #include "grpo/safetensors.hpp"
 #include "test_support.hpp"
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/stat.h>
+#endif
+
 using namespace grpo;
 using namespace grpo::testing;
 namespace st = grpo::safetensors;
@@ -384,4 +388,45 @@ TEST_CASE("safetensors: tensors must tile the data buffer", "[safetensors][error
   // A copied byte image parses the same as a moved one.
   const auto bytes = as_bytes(image(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})", "\x07"));
   CHECK(st::file::parse(std::span<const std::byte>(bytes)).to_doubles("a") == std::vector<double>{7});
+}
+
+TEST_CASE("safetensors: an atomic write refuses what is not a regular file and writes through links",
+          "[safetensors][errors]") {
+  const auto dir = scratch_directory("targets");
+  st::writer w;
+  w.add("x", std::vector<double>{1.0, 2.0}, {2}, st::dtype::f64);
+  // A directory (and, where mkfifo exists, a FIFO) is refused and left as it was; the rename would
+  // have replaced it, as it would a device node such as /dev/null when run as root.
+  std::filesystem::create_directories(dir / "a-directory");
+  require_error([&] { w.write(dir / "a-directory"); }, {"a-directory", "is a directory, not a regular file"});
+  REQUIRE(std::filesystem::is_directory(dir / "a-directory"));
+#if defined(__unix__) || defined(__APPLE__)
+  REQUIRE(::mkfifo((dir / "a-fifo").c_str(), 0600) == 0);
+  require_error([&] { w.write(dir / "a-fifo"); }, {"a-fifo", "is a FIFO, not a regular file"});
+  REQUIRE(std::filesystem::is_fifo(std::filesystem::symlink_status(dir / "a-fifo")));
+#endif
+  // A symbolic link (relative, through a second link) is followed: the target gets the file.
+  { std::ofstream(dir / "target.safetensors") << "old"; }
+  std::filesystem::create_symlink("target.safetensors", dir / "inner-link");
+  std::filesystem::create_symlink("inner-link", dir / "outer-link");
+  w.write(dir / "outer-link");
+  REQUIRE(std::filesystem::is_symlink(std::filesystem::symlink_status(dir / "outer-link")));
+  REQUIRE(std::filesystem::read_symlink(dir / "outer-link") == "inner-link");
+  REQUIRE(st::file::read(dir / "target.safetensors").to_doubles("x") == std::vector<double>{1.0, 2.0});
+  // A dangling link creates its target; a loop of links is an error naming the path.
+  std::filesystem::create_symlink("new.safetensors", dir / "dangling");
+  w.write(dir / "dangling");
+  REQUIRE(std::filesystem::is_regular_file(std::filesystem::symlink_status(dir / "new.safetensors")));
+  std::filesystem::create_symlink("loop-b", dir / "loop-a");
+  std::filesystem::create_symlink("loop-a", dir / "loop-b");
+  require_error([&] { w.write(dir / "loop-a"); }, {"loop-a", "too many levels of symbolic links"});
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("safetensors: a zero extent beside huge ones holds no bytes and counts 0 elements", "[safetensors]") {
+  // [2^62, 2^62, 0] passes the byte count (0 bytes); numel must not multiply 2^62 * 2^62 first.
+  const auto f = parse(image(R"({"z":{"dtype":"F64","shape":[4611686018427387904,4611686018427387904,0],)"
+                             R"("data_offsets":[0,0]}})"));
+  REQUIRE(f.at("z").numel() == 0);
+  REQUIRE(f.to_doubles("z").empty());
 }

@@ -117,6 +117,13 @@ TEST_CASE("parse_expression limits bound time and stack", "[tasks][expression]")
   CHECK(parse_expression(std::string("1+1").append(1021, ' ')).has_value());
   CHECK_FALSE(parse_expression(std::string("1+1").append(1022, ' ')).has_value());
   CHECK_FALSE(parse_expression(std::string(1'000'000, '1')).has_value());
+  // A caller's max_digits above 18 still cannot overflow a literal (found by tests/fuzz/expression.cpp):
+  // INT64_MAX itself parses, one more is malformed.
+  expression_limits wide;
+  wide.max_digits = 30;
+  CHECK(parse_expression("9223372036854775807", wide)->numbers == std::vector<std::int64_t>{INT64_MAX});
+  CHECK_FALSE(parse_expression("9223372036854775808", wide).has_value());
+  CHECK_FALSE(parse_expression("77777777777777777777", wide).has_value());
 }
 
 TEST_CASE("integer checker: canonical candidates, lenient references", "[tasks][checker]") {

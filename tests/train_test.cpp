@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -6,7 +7,12 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
 
 #include "grpo/train/train.hpp"
 #include "bigram_policy.hpp"
@@ -64,6 +70,35 @@ std::filesystem::path fresh_dir(const std::string& name) {
   std::filesystem::remove_all(dir);
   return dir;
 }
+
+/// The records of a metrics.jsonl, each as its (key, JSON text) pairs without the timing keys
+/// (perf/, time/), which differ from run to run.
+using record_texts = std::vector<std::pair<std::string, std::string>>;
+
+std::vector<record_texts> records_without_timing(const std::filesystem::path& path) {
+  std::vector<record_texts> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    const auto v = grpo::detail::json::parse(line, path.string());
+    auto& record = out.emplace_back();
+    for (const auto& m : v.members)
+      if (!m.key.starts_with("perf/") && !m.key.starts_with("time/")) record.emplace_back(m.key, m.value.text);
+  }
+  return out;
+}
+
+/// Rank `rank` of a two-rank group whose collectives are never called (a trainer's constructor makes none).
+class idle_rank final : public communicator {
+ public:
+  explicit idle_rank(std::size_t rank) : rank_(rank) {}
+  std::size_t rank() const override { return rank_; }
+  std::size_t world_size() const override { return 2; }
+  void all_reduce_sum(std::span<float>) override {}
+  void all_reduce_sum(std::span<double>) override {}
+
+ private:
+  std::size_t rank_;
+};
 
 }  // namespace
 
@@ -212,7 +247,7 @@ TEST_CASE("train_config: TOML round trip, overrides and errors", "[train][config
   grpo::testing::require_error([&] { bad.validate(); }, {"num_generations"});
   bad = {};
   bad.sft_adam_epsilon = 0;
-  grpo::testing::require_error([&] { bad.validate(); }, {"sft_adam_epsilon", "> 0"});
+  grpo::testing::require_error([&] { bad.validate(); }, {"sft.adam_epsilon", "> 0"});
   bad = {};
   bad.reward_weights = {1.0};
   grpo::testing::require_error([&] { bad.validate(); }, {"reward_weights"});
@@ -279,6 +314,174 @@ TEST_CASE("checkpoint: atomic directory replace and round trip", "[train][checkp
   REQUIRE(!std::filesystem::exists(dir / ".c.tmp"));
   REQUIRE(!std::filesystem::exists(dir / ".c.old"));
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("checkpoint: a save killed at any point resumes from the newest complete checkpoint", "[train][checkpoint]") {
+  // The directories a save of "c" from version "one" to "two" leaves at each point it can be killed
+  // (write_checkpoint_directory: clear .c.tmp and .c.old, fill .c.tmp, rename c -> .c.old, rename
+  // .c.tmp -> c, remove .c.old), built by hand; a partial directory is an empty one.
+  const auto dir = fresh_dir("ckpt_kill");
+  const auto version = [&](const std::string& name, const std::string& text) {
+    std::filesystem::create_directories(dir / name);
+    write_text_file(dir / name / "a.txt", text);
+  };
+  const auto partial = [&](const std::string& name) { std::filesystem::create_directories(dir / name); };
+  struct kill_point {
+    std::string what;
+    std::array<std::string, 3> left;
+    std::string resumes;  ///< the version resolve_checkpoint must find
+  };
+  // Each: what the kill leaves (the version in c, .c.tmp, .c.old; "" none, "-" partial), the version to resume.
+  const std::vector<kill_point> points = {
+      {"while .c.tmp is filled", {"one", "-", ""}, "one"},
+      {"with .c.tmp complete, before the renames", {"one", "two", ""}, "one"},
+      {"between the renames", {"", "two", "one"}, "two"},
+      {"after the renames", {"two", "", "one"}, "two"},
+      {"while .c.old is removed", {"two", "", "-"}, "two"},
+  };
+  for (const auto& point : points) {
+    INFO("killed " << point.what);
+    std::filesystem::remove_all(dir);
+    for (std::size_t i = 0; i < 3; ++i) {
+      const std::string name = std::array{"c", ".c.tmp", ".c.old"}[i];
+      if (point.left[i] == "-") partial(name);
+      else if (!point.left[i].empty()) version(name, point.left[i]);
+    }
+    REQUIRE(read_text_file(resolve_checkpoint(dir / "c") / "a.txt") == point.resumes);
+    REQUIRE(read_text_file(resolve_checkpoint(dir / "c/") / "a.txt") == point.resumes);  // "--resume DIR/c/"
+    // The resumed run's next save, killed while filling (here: its fill throws), still leaves
+    // that checkpoint to resume from: the first thing a save does is put it back in place.
+    REQUIRE_THROWS(write_checkpoint_directory(dir / "c", [](const std::filesystem::path& t) {
+      write_text_file(t / "a.txt", "three");
+      throw grpo::io_error("killed");
+    }));
+    REQUIRE(read_text_file(resolve_checkpoint(dir / "c") / "a.txt") == point.resumes);
+    REQUIRE(read_text_file(dir / "c" / "a.txt") == point.resumes);
+    // And a save that completes leaves one directory.
+    write_checkpoint_directory(dir / "c/",
+                               [](const std::filesystem::path& t) { write_text_file(t / "a.txt", "three"); });
+    REQUIRE(read_text_file(dir / "c" / "a.txt") == "three");
+    REQUIRE(!std::filesystem::exists(dir / ".c.tmp"));
+    REQUIRE(!std::filesystem::exists(dir / ".c.old"));
+  }
+  // The first save killed before its rename: no complete checkpoint yet, and the error says so.
+  std::filesystem::remove_all(dir);
+  version(".c.tmp", "one");
+  grpo::testing::require_error([&] { (void)resolve_checkpoint(dir / "c"); },
+                               {(dir / "c").string(), "no checkpoint there", ".c.old"});
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("run directory: one run at a time, and a new run refuses a directory holding one", "[train][run_directory]") {
+  const auto dir = fresh_dir("lock");
+  const auto lock_file = dir / ".grpo.lock";
+#if defined(__unix__) || defined(__APPLE__)
+  const std::string pid = std::to_string(::getpid());
+  {
+    run_directory_lock lock(dir / "");
+    REQUIRE(std::filesystem::is_directory(dir));
+    REQUIRE(read_text_file(lock_file) == pid + "\n");
+    // A second lock, even in this process, fails naming the directory and the holder.
+    grpo::testing::require_error([&] { run_directory_lock second(dir); },
+                                 {dir.string(), "another run is writing", "pid " + pid, ".grpo.lock"});
+    const run_directory_lock moved = std::move(lock);  // the lock travels with the object
+    grpo::testing::require_error([&] { run_directory_lock second(dir); }, {"pid " + pid});
+  }
+  REQUIRE(read_text_file(lock_file).empty());  // released: the file stays, without a holder
+  { run_directory_lock again(dir); }
+
+  // A trainer holds its output directory's lock (rank 0 only) from construction to destruction.
+  {
+    const auto t = make_native_trainer<float>(tiny_run(dir));
+    grpo::testing::require_error([&] { (void)make_native_trainer<float>(tiny_run(dir)); },
+                                 {dir.string(), "another run is writing", "pid " + pid});
+    idle_rank second_rank(1);
+    REQUIRE_NOTHROW(make_native_trainer<float>(tiny_run(dir), nullptr, &second_rank));
+    idle_rank first_rank(0);
+    grpo::testing::require_error([&] { (void)make_native_trainer<float>(tiny_run(dir), nullptr, &first_rank); },
+                                 {"pid " + pid});
+  }
+  REQUIRE_NOTHROW(make_native_trainer<float>(tiny_run(dir)));
+#endif
+
+  // What a run leaves, piece by piece, makes the directory one that holds a run.
+  std::filesystem::remove_all(dir);
+  REQUIRE_NOTHROW(prepare_run_directory(dir, "", false));  // missing
+  { run_directory_lock lock(dir); }
+  REQUIRE(run_contents(dir).empty());  // the lock file alone is no run
+  REQUIRE_NOTHROW(prepare_run_directory(dir, "", false));
+  for (const std::string piece : {"model", "checkpoint", ".checkpoint.tmp", ".checkpoint.old"}) {
+    std::filesystem::create_directories(dir / piece);
+    REQUIRE(run_contents(dir) == std::vector<std::string>{piece + "/"});
+    grpo::testing::require_error([&] { prepare_run_directory(dir, "", false); },
+                                 {"output_dir", dir.string(), "holds a run already", piece + "/", "--overwrite",
+                                  "--resume " + (dir / "checkpoint").string(), "--output-dir"});
+    std::filesystem::remove_all(dir / piece);
+  }
+  write_text_file(dir / "metrics.jsonl", "{\"step\": 1}\n");
+  std::filesystem::create_directories(dir / "checkpoint");
+  std::filesystem::create_directories(dir / "model");
+  write_text_file(dir / "notes.txt", "mine");
+  grpo::testing::require_error([&] { prepare_run_directory(dir, "", false); },
+                               {"(model/, checkpoint/, metrics.jsonl)"});
+  // Resuming the directory's own checkpoint continues the run; one from elsewhere does not.
+  REQUIRE_NOTHROW(prepare_run_directory(dir, dir / "checkpoint", false));
+  REQUIRE_NOTHROW(prepare_run_directory(dir, dir / "checkpoint" / "", false));
+  REQUIRE_NOTHROW(prepare_run_directory(dir, dir / ".checkpoint.tmp", false));
+  grpo::testing::require_error([&] { prepare_run_directory(dir, fresh_dir("elsewhere") / "checkpoint", false); },
+                               {"holds a run already"});
+  // --overwrite refuses to remove the model the run starts from, then removes the run's pieces only.
+  grpo::testing::require_error([&] { prepare_run_directory(dir, "", true, dir / "model"); },
+                               {"model.init", (dir / "model").string(), "--overwrite would remove"});
+  REQUIRE_NOTHROW(prepare_run_directory(dir, "", true, dir / "notes.txt"));
+  REQUIRE(run_contents(dir).empty());
+  REQUIRE(read_text_file(dir / "notes.txt") == "mine");
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("trainer: a resumed run cuts metrics.jsonl back to its checkpoint", "[train][resume][metrics]") {
+  const auto full_dir = fresh_dir("metrics_full"), split_dir = fresh_dir("metrics_split");
+  {
+    auto full = make_native_trainer<float>(tiny_run(full_dir));
+    metrics_writer metrics(full_dir / "metrics.jsonl");
+    REQUIRE(full.run(&metrics).has_value());
+  }
+  const auto expected = records_without_timing(full_dir / "metrics.jsonl");
+  REQUIRE(expected.size() == 6);
+  const auto metrics_path = split_dir / "metrics.jsonl";
+  {
+    auto first = make_native_trainer<float>(tiny_run(split_dir));
+    metrics_writer metrics(metrics_path);
+    REQUIRE(!first.run(&metrics, 4).has_value());
+    // The checkpoint records how much of the file it covers.
+    const auto state = read_trainer_state(split_dir / "checkpoint" / "trainer_state.json");
+    REQUIRE(state.metrics_bytes == std::filesystem::file_size(metrics_path));
+  }
+  // What a kill after the checkpoint leaves: the records of steps after it, and a torn line.
+  const auto covered = std::filesystem::file_size(metrics_path);
+  {
+    std::ifstream in(full_dir / "metrics.jsonl");
+    std::string line;
+    for (int i = 0; i < 5; ++i) std::getline(in, line);
+    std::ofstream out(metrics_path, std::ios::app);
+    out << line << "\n" << line.substr(0, line.size() / 2);
+  }
+  auto second = make_native_trainer<float>(load_config(split_dir / "checkpoint" / "config.toml"));
+  second.load_checkpoint(split_dir / "checkpoint");
+  REQUIRE(second.state().metrics_bytes == covered);
+  metrics_writer metrics(metrics_path, true);
+  REQUIRE(second.run(&metrics).has_value());
+  REQUIRE(records_without_timing(metrics_path) == expected);
+
+  // A size that does not end a record is not this file's: refused, naming the file.
+  grpo::testing::require_error([&] { metrics.truncate(covered - 1); }, {metrics_path.string(), "does not end a record"});
+  REQUIRE(records_without_timing(metrics_path) == expected);
+  metrics.truncate(covered);
+  REQUIRE(std::filesystem::file_size(metrics_path) == covered);
+  metrics.truncate(covered + 100);  // longer than the file: left as it is
+  REQUIRE(std::filesystem::file_size(metrics_path) == covered);
+  std::filesystem::remove_all(full_dir);
+  std::filesystem::remove_all(split_dir);
 }
 
 TEST_CASE("trainer: a run stopped and resumed ends bit-identical, and metrics carry the keys", "[train][resume]") {
@@ -372,7 +575,7 @@ TEST_CASE("trainer: set_rewards validates its parts", "[train][reward]") {
   grpo::testing::require_error([&] { t.set_rewards({}); }, {"parts", "at least one"});
   {
     // The configured partial-credit accuracy: 115 for 57+68 = 125 earns 0.5 * 2/3.
-    auto c = tiny_run(dir);
+    auto c = tiny_run(fresh_dir("reward_errors_partial"));  // t holds dir's lock
     c.reward_funcs = {"partial_accuracy", "format"};
     auto partial = make_native_trainer<float>(c);
     REQUIRE(partial.rewards()[0].name == "partial_accuracy");

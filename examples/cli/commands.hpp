@@ -5,12 +5,17 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "grpo/loss_settings.hpp"
 #include "grpo/train/config.hpp"
+
+namespace CLI {
+class App;
+}
 
 namespace grpo::cli {
 
@@ -44,7 +49,10 @@ struct run_flags {
 train::train_config make_config(const run_flags& flags);
 
 /// Under an MPI launcher every rank runs these with its share of the work; rank 0 prints and writes.
-int train_command(train::train_config c, const std::string& resume, std::int64_t stop_after, bool sft_only);
+/// train_command refuses an output directory that holds a run (train::prepare_run_directory)
+/// unless it resumes that run's checkpoint or `overwrite` replaces it.
+int train_command(train::train_config c, const std::string& resume, std::int64_t stop_after, bool sft_only,
+                  bool overwrite);
 int eval_command(train::train_config c);
 /// Completions of `prompts` (chat-formatted for a Hugging Face tokenizer), or of the first `count`
 /// held-out problems of the task when there are none; greedy, or sampled as the config's rollouts are.
@@ -60,5 +68,10 @@ int tokenize_command(const std::string& model_dir);
 /// {"completion_ids", "logprobs"} lines.
 int score_command(const train::train_config& c, const std::string& input, const std::string& output, double temperature);
 int convert_gguf_command(const std::string& input, const std::string& output);
+
+// distill_commands.cpp
+
+/// Adds `grpo distill` (and its flags) to `app`; the function returned runs it once parsed.
+std::function<int()> add_distill_command(CLI::App& app);
 
 }  // namespace grpo::cli

@@ -30,6 +30,7 @@
 #include "grpo/reference_backend.hpp"
 #include "grpo/safetensors.hpp"
 #include "grpo/tensor.hpp"
+#include "grpo/train/limits.hpp"
 #include "grpo/validate.hpp"
 #include "grpo/version.hpp"
 
@@ -72,6 +73,58 @@ struct loss_outcome {
   grpo::policy_loss_result<backend<T>> result;
 };
 
+/// The shortest decimal that reads back as the same double.
+std::string format_number(double x) {
+  char buffer[64];
+  const auto [end, ec] = std::to_chars(buffer, buffer + sizeof buffer, x);
+  return ec == std::errc() ? std::string(buffer, end) : std::string("?");
+}
+
+/// Every element of a log-prob tensor <= 0 (a probability is at most 1; log_softmax never rounds
+/// above 0, since log of a sum >= 1 is >= 0). NaN is left to the library's finiteness check.
+template <class T>
+void expect_log_probabilities(const tensor<T>& t, std::string_view name) {
+  const auto values = t.to_host();
+  const std::int64_t columns = t.shape().dims[1];
+  for (std::size_t i = 0; i < values.size(); ++i)
+    GRPO_CHECK(!(values[i] > 0), grpo::value_error, name, ": element ", i, " (row ",
+               static_cast<std::int64_t>(i) / columns, ", token ", static_cast<std::int64_t>(i) % columns, ") is ",
+               format_number(values[i]), "; a log-probability must be <= 0");
+}
+
+/// Rewards: NaN marks an unscorable completion (left out of its group's statistics), Inf is
+/// refused, and so are rewards whose group or batch mean or variance overflows a double (|r|
+/// near 1e308), which would otherwise turn every advantage of the group into 0 without a word.
+template <class T>
+void expect_reward_moments(const tensor<T>& rewards, std::int64_t group) {
+  const auto r = rewards.to_host();
+  for (std::size_t i = 0; i < r.size(); ++i)
+    GRPO_CHECK(!std::isinf(r[i]), grpo::value_error, "rewards: element ", i, " is ", format_number(r[i]),
+               " (NaN marks an unscorable completion; Inf is not allowed)");
+  const auto check = [&](std::size_t first, std::size_t count, const std::string& what) {
+    double sum = 0, n = 0, largest = 0;
+    for (std::size_t i = first; i < first + count; ++i)
+      if (!std::isnan(r[i])) {
+        sum += r[i];
+        n += 1;
+        largest = std::max(largest, std::abs(r[i]));
+      }
+    if (n == 0) return;
+    const double mean = sum / n;
+    double squares = 0;
+    for (std::size_t i = first; i < first + count; ++i)
+      if (!std::isnan(r[i])) squares += (r[i] - mean) * (r[i] - mean);
+    GRPO_CHECK(std::isfinite(mean) && std::isfinite(squares), grpo::value_error, "rewards: the mean or standard "
+               "deviation of ", what, " overflows a double (rewards up to ", format_number(largest),
+               " in magnitude); rescale the rewards");
+  };
+  const auto g = static_cast<std::size_t>(group);
+  for (std::size_t first = 0; first < r.size(); first += g)
+    check(first, g, "group " + std::to_string(first / g) + " (rows " + std::to_string(first) + " to " +
+                        std::to_string(first + g - 1) + ")");
+  check(0, r.size(), "the batch");
+}
+
 /// Advantages (from the rewards with GRPO, or as given) and the policy loss, with the denominators
 /// of the whole batch's final mask.
 template <class T>
@@ -79,11 +132,19 @@ loss_outcome<T> compute_loss(const batch<T>& in, const loss_settings& s) {
   using grpo::detail::expect_shape;
   grpo::detail::expect_rank(in.logprobs, 2, "logprobs");
   const grpo::shape bt = in.logprobs.shape();
+  GRPO_CHECK(bt.dims[0] >= 1, grpo::shape_error, "logprobs: shape ", grpo::to_string(bt),
+             " has no rows (B = 0); a batch needs at least one completion");
+  GRPO_CHECK(bt.dims[1] >= 1, grpo::shape_error, "logprobs: shape ", grpo::to_string(bt),
+             " has no tokens (T = 0); a batch needs at least one token per row");
   for (const auto& [t, name] :
        {std::pair{&in.old_logprobs, "old_logprobs"}, std::pair{&in.ref_logprobs, "ref_logprobs"},
         std::pair{&in.rollout_logprobs, "rollout_logprobs"}, std::pair{&in.mask, "mask"},
         std::pair{&in.entropy, "entropy"}})
     if (*t) expect_shape(**t, bt, name);
+  expect_log_probabilities(in.logprobs, "logprobs");
+  for (const auto& [t, name] : {std::pair{&in.old_logprobs, "old_logprobs"}, std::pair{&in.ref_logprobs, "ref_logprobs"},
+                                std::pair{&in.rollout_logprobs, "rollout_logprobs"}})
+    if (*t) expect_log_probabilities(**t, name);
   GRPO_CHECK(in.rewards.has_value() != in.advantages.has_value(), grpo::config_error,
              "rewards, advantages: the batch must hold exactly one of them, it holds ",
              in.rewards ? "both" : "neither");
@@ -95,6 +156,7 @@ loss_outcome<T> compute_loss(const batch<T>& in, const loss_settings& s) {
     expect_shape(*in.rewards, grpo::shape::vector(bt.dims[0]), "rewards");
     GRPO_CHECK(s.num_generations >= 1 && bt.dims[0] % s.num_generations == 0, grpo::config_error,
                "--num-generations: ", s.num_generations, " does not divide the batch of ", bt.dims[0], " rows");
+    expect_reward_moments(*in.rewards, s.num_generations);
     statistics = grpo::grpo_advantages(*in.rewards, grpo::group_layout::consecutive(s.num_generations), r.advantage);
   }
   const tensor<T> advantages = statistics ? statistics->advantages : *in.advantages;
@@ -105,19 +167,28 @@ loss_outcome<T> compute_loss(const batch<T>& in, const loss_settings& s) {
   inputs.rollout_logprobs = in.rollout_logprobs;
   inputs.entropy = in.entropy;
   auto result = grpo::policy_loss(inputs, r.policy, denominators);
+  // Finite inputs can still overflow the surrogate (advantages near 1e308 times a ratio); a
+  // non-finite loss or gradient is refused rather than written.
+  const auto all_finite = [](const tensor<T>& t) {
+    const auto values = t.to_host();
+    return std::all_of(values.begin(), values.end(), [](double v) { return std::isfinite(v); });
+  };
+  const auto largest = [](const tensor<T>& t) {
+    double m = 0;
+    for (const double v : t.to_host()) m = std::max(m, std::abs(v));
+    return m;
+  };
+  const double loss_value = result.loss.item();
+  GRPO_CHECK(std::isfinite(loss_value) && all_finite(result.grad_logprobs), grpo::value_error,
+             statistics ? "rewards" : "advantages", ": the loss overflows a double (loss ", format_number(loss_value),
+             ", |advantages| up to ", format_number(largest(advantages)), "); rescale the ",
+             statistics ? "rewards" : "advantages");
   return {r, advantages, std::move(statistics), denominators, std::move(result)};
 }
 
 template <class T>
 constexpr st::dtype dtype_of() {
   return std::is_same_v<T, float> ? st::dtype::f32 : st::dtype::f64;
-}
-
-/// The shortest decimal that reads back as the same double.
-std::string format_number(double x) {
-  char buffer[64];
-  const auto [end, ec] = std::to_chars(buffer, buffer + sizeof buffer, x);
-  return ec == std::errc() ? std::string(buffer, end) : std::string("?");
 }
 
 template <class T>
@@ -218,6 +289,18 @@ tensor<T> load(const st::file& f, const std::string& name) {
              name == "mask" ? "; a mask may also be BOOL" : "", ")");
   GRPO_CHECK(view.shape.size() <= 2, grpo::shape_error, name, ": expected a rank-1 or rank-2 tensor, got shape ",
              st::to_string(view.shape));
+  // Checked before anything is sized by the shape: a zero extent makes a tensor of no bytes, so
+  // [2^62, 0] reads fine but would size per-row buffers by its 2^62 rows.
+  std::int64_t elements = 1;
+  for (const auto d : view.shape) {
+    GRPO_CHECK(d <= grpo::train::limits::loss_elements, grpo::shape_error, name, ": shape ", st::to_string(view.shape),
+               " has an extent of ", d, ", above the limit of ", grpo::train::limits::loss_elements,
+               " (B * T of a batch; grpo/train/limits.hpp)");
+    elements *= d;
+  }
+  GRPO_CHECK(elements <= grpo::train::limits::loss_elements, grpo::shape_error, name, ": shape ",
+             st::to_string(view.shape), " has ", elements, " elements, above the limit of ",
+             grpo::train::limits::loss_elements, " (B * T of a batch; grpo/train/limits.hpp)");
   grpo::shape s = grpo::shape::scalar();
   if (view.shape.size() == 1) s = grpo::shape::vector(view.shape[0]);
   if (view.shape.size() == 2) s = grpo::shape::matrix(view.shape[0], view.shape[1]);
@@ -295,7 +378,7 @@ batch<double> example_batch(std::uint64_t seed, std::int64_t prompts, std::int64
         const auto k = static_cast<std::size_t>(i * tokens + t);
         if (t >= length) continue;  // padding: mask 0, log-probs 0
         mask[k] = 1.0;
-        old[k] = u(-2.5, -0.05);
+        old[k] = u(-2.5, -0.4);  // below -0.35, so that every log-prob stays below 0
         logp[k] = old[k] + u(-0.35, 0.35);
         ref[k] = old[k] + u(-0.2, 0.2);
       }
@@ -311,6 +394,9 @@ batch<double> example_batch(std::uint64_t seed, std::int64_t prompts, std::int64
 }  // namespace
 
 int loss_command(const std::string& input, const std::string& output, const loss_settings& s) {
+  std::error_code ec;
+  GRPO_CHECK(!std::filesystem::equivalent(input, output, ec), grpo::io_error, "--output: ", output,
+             " is the input file ", input, "; writing the result would replace the batch");
   const auto f = st::file::read(input);
   std::string unknown;
   for (const auto& name : f.names())

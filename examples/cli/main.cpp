@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // grpo: the command-line tool. This file only parses the command line into the arguments of the
 // commands (commands.hpp): loss and example (loss_commands.cpp), train, sft, eval and sample
-// (train_commands.cpp), tokenize, score and convert-gguf (model_commands.cpp). Options are named
+// (train_commands.cpp), tokenize, score and convert-gguf (model_commands.cpp), distill
+// (distill_commands.cpp, which declares its own flags). Options are named
 // after TRL's GRPOConfig (and veRL's loss_agg_mode). Every failure, from the library or from
 // parsing the command line, ends as "grpo <command>: <message>" on stderr with exit status 1; the
 // library itself never exits.
@@ -13,9 +14,12 @@
 #include <vector>
 
 #include "commands.hpp"
+#include "grpo/train/limits.hpp"
 #include "grpo/version.hpp"
+#include "options.hpp"
 
 using namespace grpo::cli;
+
 
 int main(int argc, char** argv) {
   CLI::App app{"grpo: GRPO, PPO-clip and distillation losses from the command line"};
@@ -39,6 +43,7 @@ int main(int argc, char** argv) {
       "token-mean | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm (veRL; overrides the loss "
       "type's aggregation)");
   loss->add_option("--num-generations", s.num_generations, "Group size G of consecutive rows, for rewards")
+      ->check(integer_in<std::int64_t>(1, grpo::train::limits::loss_elements))
       ->capture_default_str();
   loss->add_option("--scale-rewards", s.scale_rewards, "group | batch | none")->capture_default_str();
   loss->add_option("--adv-epsilon", s.adv_epsilon, "A = (r - mean) / (std + adv-epsilon)")->capture_default_str();
@@ -51,7 +56,8 @@ int main(int argc, char** argv) {
   loss->add_option("--importance-sampling-level", s.importance_sampling_level, "token | sequence (GSPO)")
       ->capture_default_str();
   auto* mcl_option = loss->add_option("--max-completion-length", max_completion_length,
-                                      "Dr. GRPO's constant C (default: T of the batch)");
+                                      "Dr. GRPO's constant C (default: T of the batch)")
+                         ->check(integer_in<std::int64_t>(1, grpo::train::limits::completion_length));
   loss->add_option("--is-mode,--vllm-importance-sampling-mode", s.is_mode,
                    "Rollout IS correction (with rollout_logprobs): truncate | mask, or TRL's token_truncate | "
                    "token_mask | sequence_truncate | sequence_mask")
@@ -68,17 +74,18 @@ int main(int argc, char** argv) {
   std::string directory = "grpo-example";
   std::uint64_t seed = 1;
   example->add_option("--dir", directory, "Output directory")->capture_default_str();
-  example->add_option("--seed", seed, "Random seed")->capture_default_str();
+  example->add_option("--seed", seed, "Random seed")->check(any_seed())->capture_default_str();
 
   run_flags flags;
   std::uint64_t seed_flag = 0;
   std::int64_t stop_after = -1, sample_count = 4;
+  bool overwrite = false;
   std::vector<std::string> sample_prompts;
   double score_temperature = 1.0;
   const auto add_run_flags = [&](CLI::App* cmd, bool model_required) {
     cmd->add_option("--config", flags.config_path, "TOML config (default: the built-in main job)");
     cmd->add_option("--set", flags.overrides, "key=value overriding the config (repeatable), e.g. --set max_steps=10");
-    cmd->add_option("--seed", seed_flag, "Random seed (same as --set seed=N)");
+    cmd->add_option("--seed", seed_flag, "Random seed (same as --set seed=N)")->check(any_seed());
     cmd->add_option("--output-dir", flags.output_dir, "Output directory (same as --set output_dir=DIR)");
     auto* model = cmd->add_option("--model", flags.model,
                                   "Model directory: grpo's own, or a Hugging Face Llama / Qwen2 checkpoint with its "
@@ -90,10 +97,15 @@ int main(int argc, char** argv) {
   auto* train_cmd =
       app.add_subcommand("train", "The R1 recipe: cold-start SFT, GRPO, held-out evaluation before and after");
   add_run_flags(train_cmd, false);
-  train_cmd->add_option("--resume", flags.resume, "Resume from a checkpoint directory (its config.toml, then --set)");
-  train_cmd->add_option("--stop-after", stop_after, "Stop (with a checkpoint) after this many optimizer steps in all");
+  train_cmd->add_option("--resume", flags.resume, "Resume from a checkpoint directory (its config.toml, then --config's entries over it, then --set)");
+  train_cmd->add_option("--stop-after", stop_after, "Stop (with a checkpoint) after this many optimizer steps in all")
+      ->check(integer_in<std::int64_t>(0, grpo::train::limits::steps));
+  const char* overwrite_help =
+      "Replace the run the output directory holds (its model/, checkpoint/ and metrics.jsonl are removed first)";
+  train_cmd->add_flag("--overwrite", overwrite, overwrite_help);
   auto* sft_cmd = app.add_subcommand("sft", "Cold-start SFT only on worked demonstrations; saves OUTPUT_DIR/model");
   add_run_flags(sft_cmd, false);
+  sft_cmd->add_flag("--overwrite", overwrite, overwrite_help);
   auto* eval_cmd = app.add_subcommand("eval", "Held-out greedy accuracy, format rate and pass@k of a saved model");
   add_run_flags(eval_cmd, true);
   auto* sample_cmd = app.add_subcommand(
@@ -101,6 +113,7 @@ int main(int argc, char** argv) {
                 "a few held-out problems; sampling follows the config (temperature, top_p, max_completion_length)");
   add_run_flags(sample_cmd, true);
   sample_cmd->add_option("-n,--count", sample_count, "Number of held-out problems (without --prompt)")
+      ->check(integer_in<std::int64_t>(0, grpo::train::limits::problems))
       ->capture_default_str();
   sample_cmd->add_option("--prompt", sample_prompts, "A prompt to complete (repeatable)");
   bool sample_greedy = false;
@@ -124,13 +137,27 @@ int main(int argc, char** argv) {
   std::string gguf_input, gguf_output;
   convert_cmd->add_option("--input", gguf_input, "The .gguf file")->required();
   convert_cmd->add_option("--output", gguf_output, "The directory to write")->required();
+  const auto run_distill = add_distill_command(app);
 
-  std::string command = "grpo";
+  std::string command = "grpo", commands;
+  const auto subcommands = app.get_subcommands([](const CLI::App*) { return true; });
+  const auto subcommand_named = [&](const std::string& word) -> const CLI::App* {
+    for (const auto* sub : subcommands)
+      if (sub->check_name(word)) return sub;
+    return nullptr;
+  };
+  for (const auto* sub : subcommands) commands += (commands.empty() ? "" : ", ") + sub->get_name();
   for (int i = 1; i < argc; ++i)
-    if (app.get_subcommand_ptr(argv[i]) != nullptr) {
-      command += std::string(" ") + argv[i];
+    if (const auto* sub = subcommand_named(argv[i])) {
+      command += " " + sub->get_name();
       break;
     }
+  // The first word names the command; CLI11 alone only says "A subcommand is required".
+  if (argc == 1 || (argv[1][0] != '-' && subcommand_named(argv[1]) == nullptr)) {
+    std::cerr << "grpo: " << (argc == 1 ? "a command is required" : "unknown command '" + std::string(argv[1]) + "'")
+              << " (one of: " << commands << "; see grpo --help)\n";
+    return 1;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -151,12 +178,13 @@ int main(int argc, char** argv) {
     if (*example) return example_command(directory, seed);
     if (*tokenize_cmd) return tokenize_command(flags.model);
     if (*convert_cmd) return convert_gguf_command(gguf_input, gguf_output);
+    if (app.got_subcommand("distill")) return run_distill();
     for (auto* cmd : {train_cmd, sft_cmd, eval_cmd, sample_cmd, score_cmd})
       if (cmd->get_option("--seed")->count() > 0) flags.seed = seed_flag;
     if (!*train_cmd) flags.resume.clear();
     const auto c = make_config(flags);
-    if (*train_cmd) return train_command(c, flags.resume, stop_after, false);
-    if (*sft_cmd) return train_command(c, "", -1, true);
+    if (*train_cmd) return train_command(c, flags.resume, stop_after, false, overwrite);
+    if (*sft_cmd) return train_command(c, "", -1, true, overwrite);
     if (*eval_cmd) return eval_command(c);
     if (*score_cmd) return score_command(c, score_input, score_output, score_temperature);
     return sample_command(c, sample_count, sample_prompts, sample_greedy);

@@ -16,6 +16,7 @@
 #include "grpo/error.hpp"
 #include "grpo/tasks/rewards.hpp"
 #include "grpo/train/train.hpp"
+#include "grpo/train/run_directory.hpp"
 #include "parallel.hpp"
 #include "policies.hpp"
 
@@ -23,8 +24,11 @@ namespace grpo::cli {
 
 train::train_config make_config(const run_flags& flags) {
   train::train_config c;
+  // A resumed run starts from the checkpoint's config.toml (the run's effective settings); a
+  // --config given beside --resume is read over it, so each of its keys wins, as a TRL user who
+  // resumes with the same script and GRPOConfig expects; --set comes last.
   if (!flags.resume.empty()) c = train::load_config(train::resolve_checkpoint(flags.resume) / "config.toml");
-  else if (!flags.config_path.empty()) c = train::load_config(flags.config_path);
+  if (!flags.config_path.empty()) c = train::load_config(flags.config_path, c);
   for (const auto& o : flags.overrides) train::apply_override(c, o);
   if (flags.seed) c.seed = *flags.seed;
   if (!flags.output_dir.empty()) c.output_dir = flags.output_dir;
@@ -35,12 +39,19 @@ train::train_config make_config(const run_flags& flags) {
   return c;
 }
 
-int train_command(train::train_config c, const std::string& resume, std::int64_t stop_after, bool sft_only) {
+int train_command(train::train_config c, const std::string& resume, std::int64_t stop_after, bool sft_only,
+                  bool overwrite) {
   if (sft_only) c.max_steps = 0;
   rank_group ranks(c);
   std::ostream* log = ranks.main_rank() ? &std::cout : nullptr;
+  if (ranks.main_rank()) {
+    // Fail before loading anything when the directory is another run's; the trainer holds the lock for the run.
+    const train::run_directory_lock probe(c.output_dir);
+    train::check_run_directory(c.output_dir, resume, overwrite, c.init);
+  }
   auto task = train::make_task(c);
   auto codec = make_codec(c, *task);
+  train::check_run(c, *task, *codec);
   const std::int64_t vocab = codec->vocab_size();
   if (log)
     *log << "grpo train: task " << (c.data.empty() ? c.task : c.data) << ", seed " << c.seed << ", output "
@@ -49,13 +60,16 @@ int train_command(train::train_config c, const std::string& resume, std::int64_t
   return with_policy(c, vocab, [&](auto& policy) {
     using policy_type = std::remove_reference_t<decltype(policy)>;
     if (log) *log << "model: " << policy.describe() << std::endl;
+    // From here rank 0 holds the output directory's lock: what it checks and writes is this run's alone.
     train::trainer<policy_type> t(c, std::move(policy), std::move(task), std::move(codec), log, &ranks.comm());
+    if (ranks.main_rank()) train::prepare_run_directory(c.output_dir, resume, overwrite, c.init);
     if (!resume.empty()) {
       t.load_checkpoint(resume);
       if (log) *log << "resumed from " << resume << " at step " << t.global_step() << std::endl;
     }
     std::optional<train::metrics_writer> metrics;
-    if (ranks.main_rank()) metrics.emplace(std::filesystem::path(c.output_dir) / "metrics.jsonl", !resume.empty());
+    if (ranks.main_rank())
+      metrics.emplace(std::filesystem::path(c.output_dir) / train::run_files::metrics, !resume.empty());
     const auto after = t.run(metrics ? &*metrics : nullptr, stop_after);
     if (!log) return 0;
     if (!after) {
@@ -79,6 +93,7 @@ int eval_command(train::train_config c) {
   rank_group ranks(c);
   const auto task = train::make_task(c);
   const auto codec = make_codec(c, *task);
+  train::check_run(c, *task, *codec);
   return with_policy(c, codec->vocab_size(), [&](auto& policy) {
     const auto result = train::evaluate(policy, *task, *codec, train::eval_options_for(c), ranks.comm());
     if (ranks.main_rank()) std::cout << "held-out: " << train::describe(result) << std::endl;
@@ -92,6 +107,7 @@ int sample_command(const train::train_config& c, std::int64_t count, const std::
   GRPO_CHECK(count >= 0, config_error, "--count: must be >= 0, got ", count);
   const auto task = train::make_task(c);
   const auto codec = make_codec(c, *task);
+  train::check_run(c, *task, *codec);
   std::vector<tasks::problem> problems;
   for (const auto& p : prompts) problems.push_back({p, "", ""});
   for (std::int64_t i = 0; prompts.empty() && i < count && i < static_cast<std::int64_t>(task->heldout_size()); ++i)

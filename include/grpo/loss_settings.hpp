@@ -7,6 +7,7 @@
 // the aggregation from loss_type, Dr. GRPO's constant C = max_completion_length.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -17,6 +18,7 @@
 #include "grpo/config.hpp"
 #include "grpo/error.hpp"
 #include "grpo/policy_loss.hpp"
+#include "grpo/validate.hpp"
 
 namespace grpo {
 
@@ -78,6 +80,25 @@ inline resolved_loss_settings resolve(const loss_settings& s, std::int64_t max_c
   r.constant = r.policy.aggregation == loss_aggregation::seq_mean_token_sum_norm
                    ? static_cast<double>(r.max_completion_length)
                    : 1.0;
+  // The library's validate() below checks the same ranges under the option structs' names
+  // (epsilon_low, ...); these checks come first so a message names the setting the user wrote.
+  detail::expect_non_negative(s.epsilon, name("epsilon"));
+  GRPO_CHECK(s.epsilon < 1.0, config_error, name("epsilon"),
+             ": must be < 1 so that the clip interval [1 - epsilon, 1 + epsilon_high] stays positive, got ",
+             s.epsilon);
+  if (s.epsilon_high) detail::expect_non_negative(*s.epsilon_high, name("epsilon_high"));
+  if (s.delta)
+    GRPO_CHECK(std::isfinite(*s.delta) && *s.delta > 1.0, config_error, name("delta"),
+               ": must be a finite value > 1, got ", *s.delta);
+  if (s.dual_clip)
+    GRPO_CHECK(std::isfinite(*s.dual_clip) && *s.dual_clip > 1.0, config_error, name("dual_clip"),
+               ": must be a finite value > 1, got ", *s.dual_clip);
+  detail::expect_non_negative(s.beta, name("beta"));
+  detail::expect_positive(s.log_ratio_bound, name("log_ratio_bound"));
+  GRPO_CHECK(std::isfinite(s.entropy_coef), config_error, name("entropy_coef"), ": must be finite, got ",
+             s.entropy_coef);
+  detail::expect_positive(s.is_cap, name("is_cap"));
+  detail::expect_non_negative(s.adv_epsilon, name("adv_epsilon"));
   r.policy.epsilon_low = s.epsilon;
   r.policy.epsilon_high = s.epsilon_high.value_or(s.epsilon);
   r.policy.delta = s.delta;

@@ -110,9 +110,15 @@ struct tensor_view {
 
   /// Product of the shape (1 for a 0-d scalar, 0 when any extent is 0).
   std::int64_t numel() const {
-    std::int64_t n = 1;
-    for (const auto d : shape) n *= d;
-    return n;
+    // In unsigned arithmetic: before a zero extent the others may multiply past 2^63 ([2^62, 2^62,
+    // 0] holds no bytes), which would be undefined for a signed product.
+    std::uint64_t n = 1;
+    bool empty = false;
+    for (const auto d : shape) {
+      n *= static_cast<std::uint64_t>(d);
+      empty = empty || d == 0;
+    }
+    return empty ? 0 : static_cast<std::int64_t>(n);
   }
 };
 
@@ -537,16 +543,60 @@ class file {
   }
 };
 
+namespace detail {
+
+/// What a file type is called in a message.
+inline std::string_view describe(std::filesystem::file_type type) {
+  using std::filesystem::file_type;
+  switch (type) {
+    case file_type::directory: return "a directory";
+    case file_type::character: return "a character device";
+    case file_type::block: return "a block device";
+    case file_type::fifo: return "a FIFO";
+    case file_type::socket: return "a socket";
+    case file_type::symlink: return "a symbolic link";
+    default: return "not a regular file";
+  }
+}
+
+/// The file a write to `path` should replace: `path`, or the final target of the symbolic links
+/// it names (relative targets resolve against the link's directory, at most 40 links, as
+/// POSIX's SYMLOOP_MAX minimum is 8 and Linux allows 40). \throws io_error naming `path` when
+/// the target exists and is not a regular file, or the links loop.
+inline std::filesystem::path regular_file_target(const std::filesystem::path& path) {
+  namespace fs = std::filesystem;
+  const std::string name = path.string();
+  fs::path target = path;
+  std::error_code ec;
+  for (int links = 0; fs::is_symlink(fs::symlink_status(target, ec)); ++links) {
+    GRPO_CHECK(links < 40, io_error, name, ": too many levels of symbolic links");
+    const fs::path next = fs::read_symlink(target, ec);
+    GRPO_CHECK(!ec, io_error, name, ": cannot read the symbolic link ", target.string(), " (", ec.message(), ")");
+    target = next.is_absolute() ? next : target.parent_path() / next;
+  }
+  const fs::file_status status = fs::status(target, ec);
+  GRPO_CHECK(!fs::exists(status) || fs::is_regular_file(status), io_error, name, ": exists and is ",
+             describe(status.type()), target == path ? "" : " (" + target.string() + ")",
+             ", not a regular file; refusing to replace it");
+  return target;
+}
+
+}  // namespace detail
+
 /// Writes `bytes` to `path` atomically: into a new temporary file in the same directory, flushed
 /// and fsync'ed, then renamed over `path` (POSIX rename replaces the target in one step), and the
 /// directory fsync'ed (best effort) so the rename itself is durable. A process killed at any point
 /// leaves either the old file or the complete new one, never a partial file; at worst a hidden
 /// ".<name>.tmp-*" file stays behind. The new file has default permissions (0666 & ~umask), not
 /// those of the file it replaces. Without POSIX the same write-then-rename sequence runs through
-/// the standard library, without fsync. Throws io_error naming the path and the cause.
-inline void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes) {
-  const std::string name = path.string();
-  GRPO_CHECK(path.has_filename(), io_error, name, ": not a file name");
+/// the standard library, without fsync. The rename would replace whatever `path` names, so a path
+/// that exists and is not a regular file (a directory, a device node such as /dev/null, a FIFO, a
+/// socket) is refused, and a symbolic link is followed: the link's final target is written (and
+/// created when it is missing), the link stays a link. Throws io_error naming the path and the cause.
+inline void write_file_atomically(const std::filesystem::path& requested, std::span<const std::byte> bytes) {
+  const std::string name = requested.string();
+  GRPO_CHECK(requested.has_filename(), io_error, name, ": not a file name");
+  const std::filesystem::path path = detail::regular_file_target(requested);
   const std::filesystem::path directory = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
   static std::atomic<unsigned> counter{0};
 #if defined(__unix__) || defined(__APPLE__)

@@ -199,7 +199,8 @@ class expression_parser {
     std::int64_t n = 0;
     while (!at_end() && text_[pos_] >= '0' && text_[pos_] <= '9') {
       if (static_cast<int>(pos_ - start) >= limits_.max_digits) return false;
-      n = n * 10 + (text_[pos_] - '0');
+      // Checked too, so that a max_digits above 18 cannot overflow: a literal beyond int64 is malformed.
+      if (!checked_mul(n, 10, n) || !checked_add(n, text_[pos_] - '0', n)) return false;
       ++pos_;
     }
     const std::size_t digits = pos_ - start;

@@ -3,8 +3,9 @@
 // temporary directory next to the target (each file fsync'ed by write_file_atomically), the
 // directory is fsync'ed, then renamed onto the target; an existing target is first renamed
 // aside and removed after. A run killed at any point leaves the old checkpoint or the new one,
-// never a mix (at worst a hidden ".NAME.tmp" or ".NAME.old" directory, cleared by the next save).
-// trainer_state.json records where a run stands (phase, step, data order, the evaluation before RL).
+// never a mix (at worst a hidden ".NAME.tmp" or ".NAME.old" directory: resolve_checkpoint finds
+// the complete one, the next save first puts it back in place). trainer_state.json records where
+// a run stands (phase, step, data order, the evaluation before RL, the size of metrics.jsonl).
 #pragma once
 
 #include <charconv>
@@ -22,7 +23,7 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <system_error>
+#include <utility>
 
 #include "grpo/detail/json.hpp"
 #include "grpo/error.hpp"
@@ -51,22 +52,47 @@ inline void fsync_directory(const std::filesystem::path& directory) {
 #endif
 }
 
+/// `directory` without a trailing separator ("run/checkpoint/" names "run/checkpoint").
+inline std::filesystem::path without_trailing_separator(const std::filesystem::path& directory) {
+  const auto normal = directory.lexically_normal();
+  return normal.has_filename() || !normal.has_parent_path() ? normal : normal.parent_path();
+}
+
+/// The hidden directories of a save of `target`: {".NAME.tmp", ".NAME.old"} beside it.
+inline std::pair<std::filesystem::path, std::filesystem::path> save_directories(const std::filesystem::path& target) {
+  const std::filesystem::path parent = target.has_parent_path() ? target.parent_path() : ".";
+  const std::string name = target.filename().string();
+  return {parent / ("." + name + ".tmp"), parent / ("." + name + ".old")};
+}
+
 }  // namespace detail
 
-/// Writes the directory `target` atomically (see the file header): `fill` writes the files into
+/// Writes the directory `directory` atomically (see the file header): `fill` writes the files into
 /// the temporary directory it is given (each file fsync'ed, e.g. by write_file_atomically).
 /// \throws io_error naming the path that failed, and whatever `fill` throws (the target is then
 ///         left as it was).
-inline void write_checkpoint_directory(const std::filesystem::path& target,
+inline void write_checkpoint_directory(const std::filesystem::path& directory,
                                        const std::function<void(const std::filesystem::path&)>& fill) {
+  const auto target = detail::without_trailing_separator(directory);
   const std::filesystem::path parent = target.has_parent_path() ? target.parent_path() : ".";
   const std::string name = target.filename().string();
-  GRPO_CHECK(!name.empty(), io_error, target.string(), ": not a directory name");
-  const auto temporary = parent / ("." + name + ".tmp");
-  const auto old = parent / ("." + name + ".old");
+  GRPO_CHECK(!name.empty() && name != "." && name != "..", io_error, directory.string(), ": not a directory name");
+  const auto [temporary, old] = detail::save_directories(target);
   std::error_code ec;
   std::filesystem::create_directories(parent, ec);
   GRPO_CHECK(!ec, io_error, parent.string(), ": cannot create the directory (", ec.message(), ")");
+  // A previous save killed between its renames left the only complete checkpoint in .tmp (or
+  // .old): put it back in place first, or clearing .tmp and .old below would leave none at all
+  // until this save completes.
+  if (!std::filesystem::exists(target)) {
+    const auto complete = std::filesystem::exists(old) && std::filesystem::exists(temporary) ? temporary : old;
+    if (std::filesystem::exists(complete)) {
+      std::filesystem::rename(complete, target, ec);
+      GRPO_CHECK(!ec, io_error, complete.string(), ": cannot restore the interrupted save's checkpoint (",
+                 ec.message(), ")");
+      detail::fsync_directory(parent);
+    }
+  }
   std::filesystem::remove_all(temporary, ec);
   std::filesystem::remove_all(old, ec);
   std::filesystem::create_directory(temporary, ec);
@@ -95,16 +121,14 @@ inline void write_text_file(const std::filesystem::path& path, std::string_view 
       path, std::span<const std::byte>(reinterpret_cast<const std::byte*>(text.data()), text.size()));
 }
 
-/// The complete checkpoint written as `directory`: the directory itself, or, when a save was killed
+/// The newest complete checkpoint written as `directory`: the directory itself, or, when a save was killed
 /// between its two renames (the previous checkpoint moved aside to ".NAME.old", the new one
 /// complete in ".NAME.tmp" but not yet renamed), the new one; when only ".NAME.old" is left (killed
 /// after the first rename, before the new one was complete it would still be the target), that one.
 /// \throws io_error naming `directory` when none of them exists.
 inline std::filesystem::path resolve_checkpoint(const std::filesystem::path& directory) {
   if (std::filesystem::exists(directory)) return directory;
-  const std::filesystem::path parent = directory.has_parent_path() ? directory.parent_path() : ".";
-  const std::string name = directory.filename().string();
-  const auto temporary = parent / ("." + name + ".tmp"), old = parent / ("." + name + ".old");
+  const auto [temporary, old] = detail::save_directories(detail::without_trailing_separator(directory));
   // A .tmp next to a .old was complete (the target is moved aside only after the new one is synced).
   if (std::filesystem::exists(old) && std::filesystem::exists(temporary)) return temporary;
   if (std::filesystem::exists(old)) return old;
@@ -128,6 +152,9 @@ struct trainer_state {
   std::int64_t step = 0;                ///< optimizer steps done in the phase
   std::mt19937_64 data_rng{};           ///< draws the GRPO prompts
   std::optional<eval_result> before{};  ///< held-out evaluation after the cold start
+  /// Bytes of metrics.jsonl when the checkpoint was saved (nullopt: the run wrote none): a resumed
+  /// run cuts the file back to them, dropping the records logged after the checkpoint.
+  std::optional<std::uint64_t> metrics_bytes{};
 };
 
 namespace detail {
@@ -151,7 +178,9 @@ inline std::string to_json(const trainer_state& state, std::int64_t global_step)
   std::ostringstream json;
   json << "{\n  \"phase\": " << grpo::detail::json::quote(state.phase) << ",\n  \"step\": " << state.step
        << ",\n  \"global_step\": " << global_step << ",\n  \"data_rng\": " << grpo::detail::json::quote(rng.str())
-       << ",\n  \"eval_before\": " << (state.before ? detail::eval_json(*state.before) : "null") << "\n}\n";
+       << ",\n  \"eval_before\": " << (state.before ? detail::eval_json(*state.before) : "null")
+       << ",\n  \"metrics_bytes\": " << (state.metrics_bytes ? std::to_string(*state.metrics_bytes) : "null")
+       << "\n}\n";
   return json.str();
 }
 
@@ -202,6 +231,10 @@ inline trainer_state read_trainer_state(const std::filesystem::path& path) {
     }
     state.before = e;
   }
+  // Absent from checkpoints written before it was recorded: nothing is cut then.
+  for (const auto& m : root.members)
+    if (m.key == "metrics_bytes" && m.value.kind != json::kind::null)
+      state.metrics_bytes = static_cast<std::uint64_t>(integer(m.value, "metrics_bytes"));
   return state;
 }
 

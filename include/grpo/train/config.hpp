@@ -12,10 +12,12 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <limits>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 #include "grpo/config.hpp"
@@ -23,6 +25,7 @@
 #include "grpo/loss_settings.hpp"
 #include "grpo/model/config.hpp"
 #include "grpo/tasks/rewards.hpp"
+#include "grpo/train/limits.hpp"
 #include "grpo/train/optimizer.hpp"
 #include "grpo/train/toml.hpp"
 #include "grpo/validate.hpp"
@@ -121,49 +124,92 @@ struct train_config {
 
   adamw_options adam() const { return {adam_beta1, adam_beta2, adam_epsilon, weight_decay}; }
   adamw_options sft_adam() const { return {adam_beta1, adam_beta2, sft_adam_epsilon, weight_decay}; }
-  std::int64_t generation_batch_size() const { return per_device_train_batch_size * gradient_accumulation_steps; }
+  /// Completions per optimizer step: per_device_train_batch_size * gradient_accumulation_steps.
+  /// \throws config_error naming both keys when the product overflows (validate() bounds it first).
+  std::int64_t generation_batch_size() const {
+    const auto n = limits::checked_product(per_device_train_batch_size, gradient_accumulation_steps);
+    GRPO_CHECK(n.has_value(), config_error, "per_device_train_batch_size * gradient_accumulation_steps: ",
+               per_device_train_batch_size, " * ", gradient_accumulation_steps, " is not a valid completion count");
+    return *n;
+  }
   std::int64_t prompts_per_step() const { return generation_batch_size() / num_generations; }
   /// The loss settings resolved against the generation limit (Dr. GRPO's C = max_completion_length).
   resolved_loss_settings resolved_loss() const { return resolve(loss, max_completion_length); }
 
-  /// Throws config_error naming the first invalid field.
+  /// Checks every field and every size derived from them, before any work, and throws config_error
+  /// naming the first invalid one by its config key (section.key), with the allowed range. Sizes
+  /// have the upper bounds of limits.hpp, derived sizes are computed with overflow checks. What
+  /// needs the task, the tokenizer or model.init's weights is checked by check_run (setup.hpp).
   void validate() const {
-    const auto at_least = [](std::int64_t v, std::int64_t lo, std::string_view name) {
-      GRPO_CHECK(v >= lo, config_error, name, ": must be >= ", lo, ", got ", v);
+    const auto in_range = [](std::int64_t v, std::int64_t lo, std::int64_t hi, std::string_view name) {
+      GRPO_CHECK(v >= lo && v <= hi, config_error, name, ": must be an integer in [", lo, ", ", hi, "], got ", v);
     };
-    at_least(max_steps, 0, "max_steps");
-    at_least(num_generations, 2, "num_generations");
-    at_least(per_device_train_batch_size, 1, "per_device_train_batch_size");
-    at_least(gradient_accumulation_steps, 1, "gradient_accumulation_steps");
+    const auto product_at_most = [](std::int64_t a, std::int64_t b, std::int64_t hi, std::string_view what) {
+      const auto n = limits::checked_product(a, b);
+      GRPO_CHECK(n && *n <= hi, config_error, what, ": ", a, " * ", b, " = ", n ? std::to_string(*n) : "overflow",
+                 " exceeds the limit of ", hi, " (grpo/train/limits.hpp)");
+    };
+    const auto finite_in = [](double v, double lo, double hi, std::string_view name) {
+      GRPO_CHECK(std::isfinite(v) && v >= lo && v <= hi, config_error, name, ": must be in [", lo, ", ", hi,
+                 "], got ", v);
+    };
+    GRPO_CHECK(!output_dir.empty(), config_error,
+               "output_dir: must name a directory, got an empty string (use \".\" for the current directory)");
+    in_range(max_steps, 0, limits::steps, "max_steps");
+    in_range(num_generations, 2, limits::completions_per_step, "num_generations");
+    in_range(per_device_train_batch_size, 1, limits::micro_batch, "per_device_train_batch_size");
+    in_range(gradient_accumulation_steps, 1, limits::accumulation_steps, "gradient_accumulation_steps");
+    product_at_most(per_device_train_batch_size, gradient_accumulation_steps, limits::completions_per_step,
+                    "per_device_train_batch_size * gradient_accumulation_steps (completions per step)");
     GRPO_CHECK(generation_batch_size() % num_generations == 0, config_error,
                "num_generations: must divide per_device_train_batch_size * gradient_accumulation_steps = ",
                generation_batch_size(), ", got ", num_generations);
-    at_least(max_completion_length, 1, "max_completion_length");
-    at_least(num_iterations, 1, "num_iterations");
-    at_least(logging_steps, 1, "logging_steps");
-    at_least(save_steps, 0, "save_steps");
-    at_least(sft_steps, 0, "sft_steps");
-    at_least(sft_examples, 1, "sft_examples");
-    at_least(sft_batch_size, 1, "sft_batch_size");
-    at_least(eval_size, 0, "eval_size");
-    at_least(eval_num_samples, 0, "eval_num_samples");
+    in_range(max_completion_length, 1, limits::completion_length, "max_completion_length");
+    product_at_most(generation_batch_size(), max_completion_length, limits::tokens_per_step,
+                    "per_device_train_batch_size * gradient_accumulation_steps * max_completion_length (tokens per "
+                    "step)");
+    in_range(num_iterations, 1, limits::iterations, "num_iterations");
+    in_range(logging_steps, 1, limits::steps, "logging_steps");
+    in_range(save_steps, 0, limits::steps, "save_steps");
+    GRPO_CHECK(threads <= static_cast<std::size_t>(limits::threads), config_error, "threads: must be an integer in [0, ",
+               limits::threads, "] (0: all cores), got ", threads);
+    in_range(min_digits, 1, 9, "task.min_digits");
+    in_range(max_digits, min_digits, 9, "task.max_digits");
+    in_range(heldout_size, 1, limits::problems, "task.heldout_size");
+    in_range(sft_steps, 0, limits::steps, "sft.steps");
+    in_range(sft_examples, 1, limits::problems, "sft.examples");
+    in_range(sft_batch_size, 1, limits::micro_batch, "sft.batch_size");
+    in_range(eval_size, 0, limits::problems, "eval.size");
+    in_range(eval_num_samples, 0, limits::eval_samples, "eval.num_samples");
+    product_at_most(eval_size, eval_num_samples, limits::eval_completions,
+                    "eval.size * eval.num_samples (completions of an evaluation)");
     for (const auto k : eval_pass_k)
       GRPO_CHECK(k >= 1 && (eval_num_samples == 0 || k <= eval_num_samples), config_error,
-                 "eval_pass_k: each k must be in [1, eval_num_samples = ", eval_num_samples, "], got ", k);
+                 "eval.pass_k: each k must be in [1, eval.num_samples = ", eval_num_samples, "], got ", k);
     GRPO_CHECK(std::isfinite(learning_rate) && learning_rate >= 0, config_error,
                "learning_rate: must be a finite value >= 0, got ", learning_rate);
     GRPO_CHECK(std::isfinite(sft_learning_rate) && sft_learning_rate >= 0, config_error,
-               "sft_learning_rate: must be a finite value >= 0, got ", sft_learning_rate);
+               "sft.learning_rate: must be a finite value >= 0, got ", sft_learning_rate);
+    finite_in(warmup_ratio, 0.0, 1.0, "warmup_ratio");
+    finite_in(sft_warmup_ratio, 0.0, 1.0, "sft.warmup_ratio");
+    GRPO_CHECK(!std::isnan(max_grad_norm), config_error, "max_grad_norm: must be a number (<= 0: no clipping), got ",
+               max_grad_norm);
     GRPO_CHECK(std::isfinite(temperature) && temperature > 0 && std::isfinite(1.0 / temperature), config_error,
                "temperature: must be a finite value > 0 with a finite inverse, got ", temperature);
+    GRPO_CHECK(eval_temperature == 0 || (std::isfinite(eval_temperature) && eval_temperature > 0 &&
+                                         std::isfinite(1.0 / eval_temperature)),
+               config_error, "eval.temperature: must be 0 (greedy) or a finite value > 0 with a finite inverse, got ",
+               eval_temperature);
     GRPO_CHECK(std::isfinite(top_p) && top_p > 0 && top_p <= 1, config_error, "top_p: must be in (0, 1], got ", top_p);
-    at_least(top_k, 0, "top_k");
+    in_range(top_k, 0, std::numeric_limits<std::int32_t>::max(), "top_k");
     resolved_loss();
     GRPO_CHECK(reward_funcs.size() == reward_weights.size(), config_error, "reward_weights: expected ",
                reward_funcs.size(), " weights (one per reward_funcs entry), got ", reward_weights.size());
+    for (const double w : reward_weights)
+      GRPO_CHECK(std::isfinite(w), config_error, "reward_weights: each weight must be finite, got ", w);
     for (const auto& name : reward_funcs) tasks::check_reward_name(name);
     parse_lr_scheduler(lr_scheduler_type);
-    parse_lr_scheduler(sft_lr_scheduler_type, "sft_lr_scheduler_type");
+    parse_lr_scheduler(sft_lr_scheduler_type, "sft.lr_scheduler_type");
     GRPO_CHECK(policy == "native" || policy == "torch", config_error, "model.policy: unknown policy \"", policy,
                "\" (expected native or torch)");
     GRPO_CHECK(device == "cpu" || device == "cuda" || device.starts_with("cuda:"), config_error,
@@ -175,11 +221,56 @@ struct train_config {
     GRPO_CHECK(chat_template == "auto" || chat_template == "chatml" || chat_template == "plain", config_error,
                "chat.template: unknown template \"", chat_template, "\" (expected auto, chatml or plain)");
     validate(adam());
-    grpo::detail::expect_positive(sft_adam_epsilon, "sft_adam_epsilon");
-    model_config(64).validate();
+    grpo::detail::expect_positive(sft_adam_epsilon, "sft.adam_epsilon");
+    grpo::detail::expect_positive(init_std, "model.init_std");
+    validate_architecture();
+  }
+
+  /// Parameters of the [model] architecture over `vocab` tokens (tied embeddings, as
+  /// model_config), or nullopt on overflow.
+  std::optional<std::int64_t> parameter_count(std::int64_t vocab) const {
+    const auto c = model_config(vocab);
+    using limits::checked_product;
+    const auto add = [](std::optional<std::int64_t> a, std::optional<std::int64_t> b) -> std::optional<std::int64_t> {
+      if (!a || !b || *a > std::numeric_limits<std::int64_t>::max() - *b) return std::nullopt;
+      return *a + *b;
+    };
+    const std::int64_t head_dim = c.hidden_size / c.num_attention_heads;
+    const auto kv = checked_product(c.num_key_value_heads, head_dim);
+    auto layer = add(checked_product(c.hidden_size, c.hidden_size), checked_product(c.hidden_size, c.hidden_size));
+    if (kv) layer = add(layer, checked_product(2 * c.hidden_size, *kv));
+    else layer = std::nullopt;
+    layer = add(layer, checked_product(3 * c.hidden_size, c.intermediate_size));
+    layer = add(layer, 2 * c.hidden_size);
+    auto total = layer ? checked_product(*layer, c.num_hidden_layers) : std::nullopt;
+    total = add(total, checked_product(c.vocab_size, c.hidden_size));
+    return add(total, c.hidden_size);
   }
 
  private:
+  /// [model]: each size in range (model_config's rules, with the model. keys), and for a model
+  /// initialized here (no model.init) the bounds of limits.hpp on its positions and parameters,
+  /// and room for a prompt token beside max_completion_length.
+  void validate_architecture() const {
+    try {
+      model_config(1).validate();
+    } catch (const config_error& e) {
+      grpo::detail::fail<config_error>("model.", e.what());
+    }
+    if (!init.empty()) return;  // the architecture is model.init's (checked against it by check_run)
+    GRPO_CHECK(max_position_embeddings <= limits::positions, config_error,
+               "model.max_position_embeddings: must be an integer in [1, ", limits::positions, "], got ",
+               max_position_embeddings);
+    GRPO_CHECK(max_completion_length < max_position_embeddings, config_error, "max_completion_length: ",
+               max_completion_length, " leaves no position for the prompt in model.max_position_embeddings = ",
+               max_position_embeddings);
+    const auto n = parameter_count(1);
+    GRPO_CHECK(n && *n <= limits::parameters, config_error,
+               "model: hidden_size, intermediate_size and num_hidden_layers give ",
+               n ? std::to_string(*n) : "more than 2^63", " parameters, above the limit of ", limits::parameters,
+               " for a model initialized from [model] (grpo/train/limits.hpp)");
+  }
+
   static void validate(const adamw_options& o) { train::validate(o); }
 };
 
@@ -396,7 +487,15 @@ inline void apply_override(train_config& config, std::string_view assignment) {
   const std::size_t eq = assignment.find('=');
   GRPO_CHECK(eq != std::string_view::npos && eq > 0, config_error, "--set: expected key=value, got '", assignment,
              "'");
-  set_value(config, assignment.substr(0, eq), toml::parse_override_value(assignment.substr(eq + 1)));
+  const std::string_view key = assignment.substr(0, eq);
+  const detail::field& f = detail::find_field(key);
+  toml::value v;
+  try {
+    v = toml::parse_override_value(assignment.substr(eq + 1));
+  } catch (const config_error& e) {
+    grpo::detail::fail<config_error>(key, ": ", e.what());
+  }
+  f.set(config, v);
 }
 
 /// Applies every entry of a TOML document (unknown keys are errors naming the file and line).
@@ -411,10 +510,21 @@ inline void apply(train_config& config, const toml::document& doc, std::string_v
 }
 
 /// Reads a TOML file over the defaults.
+/// \throws io_error naming the path when it is a directory or cannot be read, config_error
+///         "PATH:LINE: ..." for a syntax error or an invalid entry.
 inline train_config load_config(const std::filesystem::path& path, train_config config = {}) {
+  std::error_code ec;
+  GRPO_CHECK(!std::filesystem::is_directory(path, ec), io_error, path.string(),
+             ": is a directory, expected a TOML config file");
   std::ifstream in(path, std::ios::binary);
   GRPO_CHECK(in.good(), io_error, path.string(), ": cannot open for reading");
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string text;
+  try {
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  } catch (const std::exception& e) {
+    grpo::detail::fail<io_error>(path.string(), ": read failed (", e.what(), ")");
+  }
+  GRPO_CHECK(!in.bad(), io_error, path.string(), ": read failed");
   apply(config, toml::parse(text, path.string()), path.string());
   return config;
 }

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -64,18 +65,57 @@ class metrics_record {
 };
 
 /// Appends records to a JSONL file, flushed after each line so a killed run keeps its history.
+/// The file is open in append mode throughout, so that cutting it back (truncate) moves the point
+/// where the next record goes.
 class metrics_writer {
  public:
-  /// Opens `path` for appending (truncating unless `append`); io_error naming it on failure.
+  /// Opens `path` for appending (emptying it first unless `append`); io_error naming it on failure.
   explicit metrics_writer(const std::filesystem::path& path, bool append = false) : path_(path) {
     if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
-    out_.open(path, append ? std::ios::app : std::ios::trunc);
+    if (!append) out_.open(path, std::ios::trunc);
+    out_.close();
+    out_.clear();
+    out_.open(path, std::ios::app);
     GRPO_CHECK(out_.good(), io_error, path.string(), ": cannot open for writing");
   }
   void write(const metrics_record& record) {
     out_ << record.to_json() << '\n';
     out_.flush();
     GRPO_CHECK(out_.good(), io_error, path_.string(), ": write failed");
+  }
+
+  const std::filesystem::path& path() const { return path_; }
+
+  /// The file's size in bytes: every record written so far, complete (each write is flushed).
+  std::uint64_t size() const {
+    std::error_code ec;
+    const auto bytes = std::filesystem::file_size(path_, ec);
+    GRPO_CHECK(!ec, io_error, path_.string(), ": cannot read its size (", ec.message(), ")");
+    return bytes;
+  }
+
+  /// Cuts the file back to its first `bytes` bytes, which must end a line: a run resumed from a
+  /// checkpoint drops the records logged after it, and a line torn by a kill. A file no longer
+  /// than `bytes` is left as it is (it is not the file the checkpoint measured, or lost records).
+  /// 	hrows io_error naming the file when byte `bytes` - 1 is not a newline (not the records the
+  ///         size was taken of), or when it cannot be cut.
+  void truncate(std::uint64_t bytes) {
+    if (size() <= bytes) return;
+    if (bytes > 0) {
+      std::ifstream in(path_, std::ios::binary);
+      char last = 0;
+      in.seekg(static_cast<std::streamoff>(bytes - 1));
+      in.get(last);
+      GRPO_CHECK(in.good() && last == '\n', io_error, path_.string(), ": byte ", bytes,
+                 " does not end a record, so the file is not the one the checkpoint measured");
+    }
+    out_.close();
+    std::error_code ec;
+    std::filesystem::resize_file(path_, bytes, ec);
+    out_.clear();
+    out_.open(path_, std::ios::app);
+    GRPO_CHECK(!ec && out_.good(), io_error, path_.string(), ": cannot cut back to ", bytes, " bytes (", ec.message(),
+               ")");
   }
 
  private:

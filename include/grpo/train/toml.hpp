@@ -63,6 +63,14 @@ struct document {
 
 namespace detail {
 
+/// TOML integers are signed 64-bit (toml.io: "Arbitrary 64-bit signed integers should be
+/// accepted and handled losslessly"); a longer one is an error, never a wrapped or clamped value.
+inline std::string out_of_range_message(std::string_view word) {
+  return "integer '" + std::string(word) +
+         "' is out of range (a TOML integer is a signed 64-bit value, -9223372036854775808 to "
+         "9223372036854775807)";
+}
+
 class parser {
  public:
   parser(std::string_view text, std::string_view source, int line) : text_(text), source_(source), line_(line) {}
@@ -160,6 +168,7 @@ class parser {
         } else {
           v.type = kind::integer;
           const auto r = std::from_chars(first, last, v.integer);
+          if (r.ec == std::errc::result_out_of_range && r.ptr == last) fail(out_of_range_message(word));
           if (r.ec != std::errc() || r.ptr != last) fail("invalid integer '" + std::string(word) + "'");
         }
       }
@@ -176,6 +185,12 @@ class parser {
   int line_;
   std::size_t pos_ = 0;
 };
+
+/// Whether `text` is spelled as a TOML integer (optional sign, digits, '_' separators).
+inline bool integer_syntax(std::string_view text) {
+  if (!text.empty() && (text.front() == '+' || text.front() == '-')) text.remove_prefix(1);
+  return !text.empty() && text.find_first_not_of("0123456789_") == std::string_view::npos;
+}
 
 inline bool bare_key_char(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
@@ -241,12 +256,14 @@ inline document parse(std::string_view text, std::string_view source = "config.t
 
 /// A value from a command-line override: TOML syntax, or, when that does not parse, the whole
 /// text as a string (so --set task=countdown needs no quotes).
+/// \throws config_error for an integer out of the signed 64-bit range (not a string either).
 inline value parse_override_value(std::string_view text) {
   try {
     detail::parser p(text, "--set", 1);
     value v = p.parse_value();
     if (p.at_end_or_comment()) return v;
   } catch (const config_error&) {
+    if (detail::integer_syntax(text)) throw config_error(detail::out_of_range_message(text));
   }
   value v;
   v.type = kind::string;

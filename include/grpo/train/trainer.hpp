@@ -7,7 +7,8 @@
 // (generate and score), batching.hpp (kept rows, micro-batches, global denominators) and
 // update.hpp (loss, backward, optimizer). As TRL: one generation batch =
 // per_device_train_batch_size * gradient_accumulation_steps completions = one optimizer step per
-// iteration. This file orchestrates, keeps the run's state and writes checkpoints and metrics.
+// iteration. This file orchestrates, keeps the run's state and writes checkpoints and metrics
+// into the output directory, which it holds locked (run_directory.hpp) while it exists.
 #pragma once
 
 #include <chrono>
@@ -37,6 +38,7 @@
 #include "grpo/train/metrics.hpp"
 #include "grpo/train/optimizer.hpp"
 #include "grpo/train/rollout.hpp"
+#include "grpo/train/run_directory.hpp"
 #include "grpo/train/update.hpp"
 
 namespace grpo::train {
@@ -56,9 +58,12 @@ class trainer {
   /// Validates the config and takes the run's pieces: the policy, the task it is trained on and
   /// the codec between the task's text and the policy's tokens. `log` receives progress lines
   /// (nullptr: silent); `comm` sums gradients and denominators over data-parallel ranks (nullptr:
-  /// one process). The policy starts with the cold start's optimizer settings.
+  /// one process). The policy starts with the cold start's optimizer settings. Rank 0 locks
+  /// config.output_dir (run_directory_lock) until the trainer is destroyed, so that no other run,
+  /// in this process or another, writes there meanwhile.
   /// \throws config_error naming the first invalid setting, or "model.vocab_size" when the codec's
-  ///         vocabulary does not fit the policy's.
+  ///         vocabulary does not fit the policy's; io_error naming the output directory and the
+  ///         pid of the run that holds it.
   trainer(train_config config, P policy, std::unique_ptr<tasks::task> task, std::unique_ptr<text_codec> codec,
           std::ostream* log = nullptr, communicator* comm = nullptr)
       : config_((config.validate(), std::move(config))),
@@ -77,6 +82,7 @@ class trainer {
                " prompts of a step evenly (per_device_train_batch_size * gradient_accumulation_steps / num_generations)");
     GRPO_CHECK(config_.sft_steps == 0 || config_.sft_batch_size % world == 0, config_error, "sft.batch_size: ",
                config_.sft_batch_size, " demonstrations cannot be shared evenly by ", world, " data-parallel ranks");
+    if (this->comm().rank() == 0) lock_.emplace(config_.output_dir);
     sampling_ = rollout_sampling(config_, *codec_);
     state_.data_rng.seed(grpo::detail::mix_seed(config_.seed, stream::data_order));
     for (std::size_t q = 0; q < config_.reward_funcs.size(); ++q)
@@ -120,30 +126,33 @@ class trainer {
   }
 
   /// Runs what is left of the recipe. With stop_after >= 0, stops once global_step() reaches it
-  /// and saves a checkpoint there (for tests of resumption). Writes metrics to `metrics` when given.
-  /// Returns the held-out evaluation after RL (nullopt when stopped early).
+  /// and saves a checkpoint there (for tests of resumption). Writes metrics to `metrics` when given:
+  /// after load_checkpoint it first cuts the file back to the size the checkpoint recorded
+  /// (metrics_writer::truncate), so a resumed run logs each step once; every checkpoint records
+  /// the file's size. Returns the held-out evaluation after RL (nullopt when stopped early).
   std::optional<eval_result> run(metrics_writer* metrics = nullptr, std::int64_t stop_after = -1) {
     const auto stop = [&] { return stop_after >= 0 && global_step() >= stop_after; };
     // Only rank 0 writes: metrics, checkpoints, the model, progress lines.
     if (comm().rank() != 0) metrics = nullptr;
+    if (metrics && state_.metrics_bytes) metrics->truncate(*state_.metrics_bytes);
     while (state_.phase == "sft" && state_.step < config_.sft_steps) {
-      if (stop()) return checkpoint_and_stop();
+      if (stop()) return checkpoint_and_stop(metrics);
       auto record = sft_step();
       if (metrics) metrics->write(record);
-      maybe_save();
+      maybe_save(metrics);
     }
     if (state_.phase == "sft") begin_grpo();
     while (state_.phase == "grpo" && state_.step < config_.max_steps) {
-      if (stop()) return checkpoint_and_stop();
+      if (stop()) return checkpoint_and_stop(metrics);
       auto record = grpo_step();
       if (metrics) metrics->write(record);
-      maybe_save();
+      maybe_save(metrics);
     }
     const eval_result after = evaluate_heldout();
     state_.phase = "done";
     if (comm().rank() == 0) {
-      save_checkpoint(output() / "checkpoint");
-      policy_.save_pretrained(output() / "model");
+      save_run_checkpoint(metrics);
+      policy_.save_pretrained(output() / run_files::model);
     }
     return after;
   }
@@ -305,19 +314,26 @@ class trainer {
   std::ostream* log_;
   single_process single_;
   communicator* comm_;  ///< nullptr: single_
+  std::optional<run_directory_lock> lock_;  ///< rank 0's hold on the output directory
   double sft_seconds_ = 0, grpo_seconds_ = 0;
 
   std::filesystem::path output() const { return config_.output_dir; }
   communicator& comm() { return comm_ != nullptr ? *comm_ : single_; }
 
-  std::optional<eval_result> checkpoint_and_stop() {
-    if (comm().rank() == 0) save_checkpoint(output() / "checkpoint");
+  /// OUTPUT_DIR/checkpoint, recording how much of the metrics file it covers.
+  void save_run_checkpoint(const metrics_writer* metrics) {
+    state_.metrics_bytes = metrics ? std::optional<std::uint64_t>(metrics->size()) : std::nullopt;
+    save_checkpoint(output() / run_files::checkpoint);
+  }
+
+  std::optional<eval_result> checkpoint_and_stop(const metrics_writer* metrics) {
+    if (comm().rank() == 0) save_run_checkpoint(metrics);
     return std::nullopt;
   }
 
-  void maybe_save() {
+  void maybe_save(const metrics_writer* metrics) {
     if (comm().rank() == 0 && config_.save_steps > 0 && global_step() % config_.save_steps == 0)
-      save_checkpoint(output() / "checkpoint");
+      save_run_checkpoint(metrics);
   }
 
   static double elapsed(std::chrono::steady_clock::time_point since) {
