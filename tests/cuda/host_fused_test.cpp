@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// The host fast paths of grpo::cccl added for speed (issue 14), built for CPP and OMP: simd_math's fp32 log over a
-// dense sweep; host_divergence.hpp's fp32 JSD / KL rows of both instruction sets against reference_backend<double>
+// The host fast paths of grpo::cccl added for speed (issue 14), built for CPP and OMP: simd_math's fp32 log and expm1
+// over dense sweeps; host_divergence.hpp's fp32 JSD / KL rows of both instruction sets against reference_backend<double>
 // on the same fp32 inputs (beta at both ends and inside, masked entries, block edges, large logits, identical rows,
 // in place, rows left to the exact functor); host_fused.hpp's policy loss and group advantages: that the algorithms
 // take them, that a bad value is still named by the generic checks, and that OpenMP's thread count changes no bit.
@@ -182,6 +182,22 @@ TEST_CASE("host log_f32: error over a dense sweep of the positive normal floats"
 #endif
   CHECK(grpo::cccl::simd::log_f32(1.0f) == 0.0f);
   CHECK(grpo::cccl::simd::log_f32(2.0f) == static_cast<float>(std::log(2.0)));
+}
+
+TEST_CASE("host expm1_f32: relative error near 0 and over the range the policy loss uses", "[cccl][host_fused]") {
+  // Every 31st float of [-30, 30] by bit pattern from 0 outwards: relative to std::expm1 in double, including the
+  // tiny |x| where exp(x) - 1 in fp32 would lose every digit (k3 = expm1(x) - x is built on it).
+  double worst = 0.0;
+  for (const float sign : {1.0f, -1.0f})
+    for (std::uint32_t u = 1; u <= std::bit_cast<std::uint32_t>(30.0f); u += 31) {
+      const float x = sign * std::bit_cast<float>(u);
+      const double want = std::expm1(static_cast<double>(x));
+      worst = std::max(worst, std::fabs(grpo::cccl::simd::expm1_f32(x) - want) / std::fabs(want));
+    }
+  INFO("worst relative error " << worst);
+  CHECK(worst < 4e-7);
+  CHECK(grpo::cccl::simd::expm1_f32(0.0f) == 0.0f);
+  CHECK(grpo::cccl::simd::expm1_f32(1e-30f) == 1e-30f);
 }
 
 TEST_CASE("host divergence: both instruction sets match the reference on fp32 inputs", "[cccl][host_fused]") {

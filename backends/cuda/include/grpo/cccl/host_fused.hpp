@@ -3,9 +3,10 @@
 // generic algorithms take where a backend offers them (backend.hpp, "optional fused paths"), with their semantics:
 //   fused_policy_loss      policy_loss.hpp in one sweep over the [B,T] inputs, a row at a time (the row's length and,
 //                          at sequence level, its ratio need the row's sums first; the row is then still in L1), rows
-//                          in parallel under OpenMP. Each token's arithmetic runs in double and is rounded once into
-//                          the outputs; every sum is accumulated per row in double and the rows' sums are then added
-//                          in row order, so the result does not depend on the number of threads.
+//                          in parallel under OpenMP. For fp32 storage each token's arithmetic runs in fp32 SIMD lanes
+//                          (simd_math's exp and expm1, selects by bit masks: no branch), its sums in fp32 per block
+//                          of 1024 tokens, then in double; for fp64 in double, token after token. The rows' sums are
+//                          added in row order, so the result does not depend on the number of threads.
 //   fused_grpo_advantages  advantages.hpp's grpo_core: the group sums in two sweeps (mean, then squared deviations,
 //                          as group_stats does, so a constant group has exactly zero spread), no [B] temporaries.
 // The generic algorithms run one Thrust transform per operation, each reading and writing a whole tensor (about forty
@@ -13,16 +14,20 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "grpo/cccl/backend.hpp"
 
 #if !GRPO_CCCL_CUDA
 #include "grpo/advantages.hpp"
+#include "grpo/cccl/host_rows.hpp"
+#include "grpo/cccl/simd_math.hpp"
 #include "grpo/policy_loss.hpp"
 
 namespace grpo::cccl {
@@ -46,12 +51,149 @@ enum row_sum : int {
 };
 
 inline double clamp_bound(double x, double bound) { return x < -bound ? -bound : (bound < x ? bound : x); }
+
 inline double minimum(double a, double b) { return b < a ? b : a; }  // backend.hpp's minimum(a, b)
 
 template <class T>
 const T* data_of(const std::optional<tensor<backend<T>>>& t) {
   return t ? t->raw().data.data() : nullptr;
 }
+
+/// What the fp32 token sweep of a row needs besides the tokens: the options as row constants. An absent optional
+/// input is read from another valid row and masked out by its flag, so the sweep has no branch.
+struct token_constants {
+  float bound, low, high;
+  float delta;  // +inf without delta: min(r, inf) = r and r <= inf
+  float dual_clip;
+  float beta, entropy_coef, is_cap;
+  float weight;  // W of a valid token of this row
+  float sequence_ratio, sequence_is;
+  bool sequence, is_sequence, has_dual, has_ref, has_rollout, truncate;
+  bool k1, k2;  // the KL estimator (k3 otherwise)
+};
+
+/// The rows of a token sweep; adv is per token (a row's advantage is broadcast into a buffer first).
+struct token_rows {
+  const float *logp, *old, *ref, *rollout, *entropy, *mask, *adv;
+  float *loss, *grad, *grad_entropy;
+};
+
+/// What one token adds to the row's sums (row_sum), and at sequence level W rho dpg/ds.
+struct token_terms {
+  float loss, pg, kl, entropy, clip_low, clip_high, dual, ratio, rho, above, sequence_grad;
+};
+
+inline constexpr std::int64_t token_block = 1024;
+
+/// c ? a : b by bit masks: a conditional the compiler would keep as a branch (comparisons of floats may trap,
+/// so it does not speculate them) stops the sweep from vectorizing; masks never branch.
+GRPO_CCCL_ALWAYS_INLINE float pick(bool c, float a, float b) {
+  const std::uint32_t m = 0u - static_cast<std::uint32_t>(c);
+  return std::bit_cast<float>((std::bit_cast<std::uint32_t>(a) & m) | (std::bit_cast<std::uint32_t>(b) & ~m));
+}
+GRPO_CCCL_ALWAYS_INLINE float lesser(float a, float b) { return pick(b < a, b, a); }    // backend.hpp's minimum
+GRPO_CCCL_ALWAYS_INLINE float greater(float a, float b) { return pick(a < b, b, a); }  // backend.hpp's maximum
+GRPO_CCCL_ALWAYS_INLINE float clamp_f32(float x, float lo, float hi) { return lesser(greater(x, lo), hi); }
+
+/// One token of policy_loss (policy_loss.hpp) in fp32: writes its outputs, returns its terms of the sums.
+GRPO_CCCL_ALWAYS_INLINE token_terms policy_token(const token_constants& c, const float* __restrict logp,
+                                          const float* __restrict old, const float* __restrict ref,
+                                          const float* __restrict rollout, const float* __restrict entropy,
+                                          const float* __restrict mask, const float* __restrict adv,
+                                          float* __restrict out_loss, float* __restrict out_grad,
+                                          float* __restrict out_grad_entropy, std::int64_t k) {
+  const float m = mask[k], lp = logp[k], od = old[k], a = adv[k];
+  const float w = m * c.weight;
+  const float x = lp - od;
+  const float r = pick(c.sequence, c.sequence_ratio, simd::exp_f32(clamp_f32(x, -c.bound, c.bound)));
+  const float unclipped = lesser(r, c.delta) * a;
+  const float clipped = clamp_f32(r, c.low, c.high) * a;
+  const float pg_clip = -lesser(unclipped, clipped);
+  const float slope = pick(unclipped <= clipped, pick(r <= c.delta, 1.0f, 0.0f),
+                           pick((r >= c.low) & (r <= c.high), 1.0f, 0.0f));
+  const float cap = a * -c.dual_clip;
+  const bool dual = c.has_dual & (a < 0.0f) & (cap < pg_clip);
+  const float pg = pick(dual, cap, pg_clip);
+  const float dpg = pick(dual, 0.0f, -a * slope);
+  const float raw_is = pick(c.is_sequence, c.sequence_is, simd::exp_f32(clamp_f32(od - rollout[k], -c.bound, c.bound)));
+  const bool above_cap = c.has_rollout & (raw_is > c.is_cap);
+  const float rho_rollout = pick(c.truncate, lesser(raw_is, c.is_cap), pick(above_cap, 0.0f, raw_is));
+  const float rho = pick(c.has_rollout, rho_rollout, 1.0f);
+  const float grad_ratio = w * rho * dpg;
+  const float policy_grad = pick(c.sequence, 0.0f, grad_ratio * pick(std::fabs(x) <= c.bound, r, 0.0f));
+  // KL(pi || ref), x = clamp(ref - logp, +-bound) (policy_loss.hpp); 0 without ref_logprobs.
+  const float x_raw = ref[k] - lp;
+  const float inside = pick(std::fabs(x_raw) <= c.bound, 1.0f, 0.0f);
+  const float xk = clamp_f32(x_raw, -c.bound, c.bound);
+  const float e = simd::expm1_f32(xk);
+  const float kl = pick(c.has_ref, pick(c.k1, -xk, pick(c.k2, 0.5f * xk * xk, e - xk)), 0.0f);
+  const float dkl = pick(c.has_ref, pick(c.k1, inside, pick(c.k2, -xk * inside, -e * inside)), 0.0f);
+  const float h = entropy[k];
+  const float loss = pick(m != 0.0f, rho * pg + kl * c.beta - h * c.entropy_coef, 0.0f);
+  out_loss[k] = loss;
+  out_grad[k] = policy_grad + w * dkl * c.beta;
+  out_grad_entropy[k] = w * -c.entropy_coef;
+  return {w * loss,
+          m * (rho * pg),
+          m * kl,
+          m * h,
+          pick((r < c.low) & (a < 0.0f), m, 0.0f),
+          pick((r > c.high) & (a > 0.0f), m, 0.0f),
+          pick(dual, m, 0.0f),
+          m * r,
+          m * rho,
+          pick(above_cap, m, 0.0f),
+          grad_ratio};
+}
+
+// OpenMP's simd reduction lets the compiler reassociate the block sums across SIMD lanes (plain C++ may not);
+// without OpenMP the sweep runs scalar.
+#if defined(_OPENMP)
+#define GRPO_HOST_FUSED_SIMD_REDUCTION \
+  _Pragma("omp simd reduction(+ : s_loss, s_pg, s_kl, s_entropy, s_low, s_high, s_dual, s_ratio, s_rho, s_above, s_seq)")
+#else
+#define GRPO_HOST_FUSED_SIMD_REDUCTION
+#endif
+
+/// Sweep 2 of a row of n tokens in fp32: writes the outputs and adds the row's sums (row_sum order) in double,
+/// each block of token_block tokens summed in fp32 first.
+GRPO_CCCL_ALWAYS_INLINE void policy_tokens(const token_constants& constants, const token_rows& rows, std::int64_t n,
+                                           double (&row)[row_sum_count], double& sequence_grad) {
+  const token_constants c = constants;  // a local copy: no store through the outputs can change it
+  const float *__restrict logp = rows.logp, *__restrict old = rows.old, *__restrict ref = rows.ref;
+  const float *__restrict rollout = rows.rollout, *__restrict entropy = rows.entropy, *__restrict mask = rows.mask;
+  const float* __restrict adv = rows.adv;
+  float *__restrict out_loss = rows.loss, *__restrict out_grad = rows.grad, *__restrict out_ge = rows.grad_entropy;
+  for (std::int64_t b0 = 0; b0 < n; b0 += token_block) {
+    const std::int64_t end = std::min(n, b0 + token_block);
+    float s_loss = 0, s_pg = 0, s_kl = 0, s_entropy = 0, s_low = 0, s_high = 0, s_dual = 0, s_ratio = 0, s_rho = 0,
+          s_above = 0, s_seq = 0;
+    GRPO_HOST_FUSED_SIMD_REDUCTION
+    for (std::int64_t k = b0; k < end; ++k) {
+      const token_terms t = policy_token(c, logp, old, ref, rollout, entropy, mask, adv, out_loss, out_grad, out_ge, k);
+      s_loss += t.loss, s_pg += t.pg, s_kl += t.kl, s_entropy += t.entropy, s_low += t.clip_low;
+      s_high += t.clip_high, s_dual += t.dual, s_ratio += t.ratio, s_rho += t.rho, s_above += t.above;
+      s_seq += t.sequence_grad;
+    }
+    row[loss_sum] += s_loss, row[pg_sum] += s_pg, row[kl_sum] += s_kl, row[entropy_sum] += s_entropy;
+    row[clip_low] += s_low, row[clip_high] += s_high, row[clip_dual] += s_dual, row[ratio_sum] += s_ratio;
+    row[rho_sum] += s_rho, row[is_above_cap] += s_above;
+    sequence_grad += s_seq;
+  }
+}
+
+GRPO_CCCL_FLATTEN inline void policy_tokens_generic(const token_constants& c, const token_rows& rows, std::int64_t n,
+                                                    double (&row)[row_sum_count], double& sequence_grad) {
+  policy_tokens(c, rows, n, row, sequence_grad);
+}
+
+#if GRPO_CCCL_HOST_AVX2
+__attribute__((target("avx2,fma"))) GRPO_CCCL_FLATTEN inline void policy_tokens_avx2(
+    const token_constants& c, const token_rows& rows, std::int64_t n, double (&row)[row_sum_count],
+    double& sequence_grad) {
+  policy_tokens(c, rows, n, row, sequence_grad);
+}
+#endif
 
 }  // namespace host_fused
 
@@ -136,8 +278,55 @@ std::optional<policy_loss_result<backend<T>>> fused_policy_loss(const backend<T>
     const double sequence_slope = std::fabs(sequence_log_ratio) <= bound ? sequence_ratio : 0.0;
     const double sequence_is = std::exp(hf::clamp_bound(is_log_ratio, bound));
 
-    // Sweep 2: every token's loss, its gradient (at sequence level only the row's d loss / d s, summed) and sums.
+    // Sweep 2: every token's loss, its gradient (at sequence level only the row's d loss / d s, summed) and sums:
+    // for fp32 storage in fp32 SIMD lanes (host_fused::policy_tokens), for fp64 in double, token after token.
     double sequence_grad = 0.0;
+    if constexpr (std::is_same_v<T, float>) {
+      // A row's advantage broadcast over its tokens and, without entropy, its (zero) gradient: per-thread rows,
+      // so that every load and store of the sweep is unconditional, as vectorizing it needs.
+      thread_local std::vector<float> row_advantages, unused_grad_entropy;
+      if (adv_per_row) row_advantages.assign(static_cast<std::size_t>(cols), adv[i]);
+      if (!entropy) unused_grad_entropy.resize(static_cast<std::size_t>(cols));
+      const float* row_logp = logp + begin;
+      const float* row_old = old ? old_data + begin : row_logp;
+      const hf::token_rows token_rows{row_logp,
+                                      row_old,
+                                      ref ? ref_data + begin : row_logp,
+                                      rollout ? rollout_data + begin : row_old,
+                                      entropy ? entropy_data + begin : row_logp,
+                                      mask + begin,
+                                      adv_per_row ? row_advantages.data() : adv + begin,
+                                      per_token_out + begin,
+                                      grad_out + begin,
+                                      entropy ? grad_entropy_out + begin : unused_grad_entropy.data()};
+      const hf::token_constants constants{static_cast<float>(bound),
+                                          static_cast<float>(low),
+                                          static_cast<float>(high),
+                                          o.delta ? static_cast<float>(*o.delta) : INFINITY,
+                                          o.dual_clip ? static_cast<float>(*o.dual_clip) : 0.0f,
+                                          static_cast<float>(o.beta),
+                                          static_cast<float>(o.entropy_coef),
+                                          static_cast<float>(o.is_cap),
+                                          static_cast<float>(weight),
+                                          static_cast<float>(sequence_ratio),
+                                          static_cast<float>(sequence_is),
+                                          sequence,
+                                          is_sequence,
+                                          o.dual_clip.has_value(),
+                                          ref,
+                                          rollout,
+                                          truncate,
+                                          o.kl == kl_estimator::k1,
+                                          o.kl == kl_estimator::k2};
+#if GRPO_CCCL_HOST_AVX2
+      if (host_rows::avx2_available())
+        hf::policy_tokens_avx2(constants, token_rows, cols, row, sequence_grad);
+      else
+        hf::policy_tokens_generic(constants, token_rows, cols, row, sequence_grad);
+#else
+      hf::policy_tokens_generic(constants, token_rows, cols, row, sequence_grad);
+#endif
+    } else {
     for (std::int64_t k = begin; k < begin + cols; ++k) {
       const double m = value(mask, k), lp = value(logp, k), od = old_at(k);
       const double a = adv_per_row ? value(adv, i) : value(adv, k);
@@ -203,6 +392,7 @@ std::optional<policy_loss_result<backend<T>>> fused_policy_loss(const backend<T>
       row[hf::rho_sum] += m * rho;
       row[hf::is_above_cap] += m * static_cast<double>(above_cap);
     }
+    }
     // Sequence level: d loss / d logp_t = (sum_t W rho dpg/ds) s_i m_t / |o_i| (policy_loss.hpp).
     if (sequence) {
       const double per_token_grad = sequence_grad * sequence_slope / length;
@@ -247,11 +437,18 @@ advantage_result<backend<T>> fused_grpo_advantages(const backend<T>& b, const de
   const T* x = scores.data.data();
   std::vector<double> count(group_count, 0.0), total(group_count, 0.0), squares(group_count, 0.0);
   double batch_count = 0.0, batch_total = 0.0;
-  for (std::size_t i = 0; i < rows; ++i) {
-    if (std::isnan(x[i])) continue;
-    const auto g = static_cast<std::size_t>(ids[i]);
-    count[g] += 1.0, total[g] += x[i];
-    batch_count += 1.0, batch_total += x[i];
+  // A run of equal ids (a group of consecutive rows) is summed in registers and added to its group once: adding
+  // each row to memory would chain every addition of a group through a store and a load.
+  for (std::size_t i = 0; i < rows;) {
+    const std::int64_t g = ids[i];
+    double run_count = 0.0, run_total = 0.0;
+    for (; i < rows && ids[i] == g; ++i) {
+      const bool scorable = !std::isnan(x[i]);
+      run_count += scorable ? 1.0 : 0.0;
+      run_total += scorable ? static_cast<double>(x[i]) : 0.0;
+    }
+    count[static_cast<std::size_t>(g)] += run_count, total[static_cast<std::size_t>(g)] += run_total;
+    batch_count += run_count, batch_total += run_total;
   }
   std::vector<T> mean(group_count);
   for (std::size_t g = 0; g < group_count; ++g) mean[g] = static_cast<T>(total[g] / std::max(count[g], 1.0));
@@ -260,16 +457,19 @@ advantage_result<backend<T>> fused_grpo_advantages(const backend<T>& b, const de
   T* out = advantages.data.data();  // the deviations first, then the advantages in place
   const double batch_mean = batch_count >= 1.0 ? batch_total / batch_count : grpo::detail::quiet_nan;
   double batch_squares = 0.0;
-  for (std::size_t i = 0; i < rows; ++i) {
-    if (std::isnan(x[i])) {
-      out[i] = T(0);
-      continue;
+  for (std::size_t i = 0; i < rows;) {
+    const std::int64_t g = ids[i];
+    const double group_mean = mean[static_cast<std::size_t>(g)];
+    double run_squares = 0.0;
+    for (; i < rows && ids[i] == g; ++i) {
+      const bool scorable = !std::isnan(x[i]);
+      const T deviation = scorable ? static_cast<T>(static_cast<double>(x[i]) - group_mean) : T(0);
+      out[i] = deviation;
+      run_squares += static_cast<double>(deviation) * static_cast<double>(deviation);
+      const double batch_deviation = scorable ? static_cast<double>(x[i]) - batch_mean : 0.0;
+      batch_squares += batch_deviation * batch_deviation;
     }
-    const auto g = static_cast<std::size_t>(ids[i]);
-    out[i] = static_cast<T>(static_cast<double>(x[i]) - static_cast<double>(mean[g]));
-    squares[g] += static_cast<double>(out[i]) * static_cast<double>(out[i]);
-    const double batch_deviation = static_cast<double>(x[i]) - batch_mean;
-    batch_squares += batch_deviation * batch_deviation;
+    squares[static_cast<std::size_t>(g)] += run_squares;
   }
   const double batch_std = batch_count >= 2.0 ? std::sqrt(batch_squares / (batch_count - 1.0)) : grpo::detail::quiet_nan;
 
