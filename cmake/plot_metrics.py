@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
-# cmake/plot_metrics.py: learning curves of a `grpo train` run as one PNG.
+# cmake/plot_metrics.py: learning curves of a `grpo train` or `grpo distill` run as one PNG.
 #   python3 cmake/plot_metrics.py RUN/metrics.jsonl curves.png
-# Reads the JSONL metrics (one object per optimizer step, veRL-style slash keys) and draws the
-# cold-start SFT loss and, for the GRPO steps, reward / accuracy / format rate, KL, entropy,
-# response length and gradient norm. Needs matplotlib (Debian: python3-matplotlib); Agg backend,
+# Reads the JSONL metrics (one object per optimizer step, veRL-style slash keys) and draws, for
+# `grpo train`, the cold-start SFT loss and, for the GRPO steps, reward / accuracy / format rate, KL,
+# entropy, response length and gradient norm; for `grpo distill` (records with distill/loss), the
+# distillation loss, its KL, the teacher-student agreement, the sampled accuracy (on-policy), the
+# gradient norm and the learning rate. Needs matplotlib (Debian: python3-matplotlib); Agg backend,
 # so no display is required. Non-finite values (written as null) are skipped.
 import json
 import math
@@ -59,6 +61,17 @@ def main(argv):
     if not rows:
         print(f"plot_metrics.py: {argv[1]}: no metrics", file=sys.stderr)
         return 1
+    if any("distill/loss" in r for r in rows):
+        smooth = max(1, len(rows) // 25)
+        panels = [
+            (f"distillation loss (moving avg {smooth})", [("distill/loss", "loss", rows, smooth)]),
+            ("KL estimate", [("distill/kl", "kl", rows, smooth)]),
+            ("teacher-student top-1 agreement", [("distill/top1_agreement", "agreement", rows, smooth)]),
+            ("sampled accuracy (on-policy)", [("accuracy", "accuracy", rows, smooth)]),
+            ("grad norm (before clipping)", [("actor/grad_norm", "grad norm", rows, 1)]),
+            ("learning rate", [("lr", "lr", rows, 1)]),
+        ]
+        return draw(plt, panels, argv, f"{len(rows)} distillation steps")
     sft = [r for r in rows if r.get("phase/sft") == 1]
     rl = [r for r in rows if r.get("phase/sft") != 1]
     smooth = max(1, len(rl) // 25)
@@ -72,6 +85,10 @@ def main(argv):
         ("response length (tokens)", [("response_length/mean", "mean", rl, 1), ("response_length/max", "max", rl, 1)]),
         ("grad norm (before clipping)", [("actor/grad_norm", "grad norm", rl, 1)]),
     ]
+    return draw(plt, panels, argv, f"{len(sft)} SFT steps, {len(rl)} GRPO steps")
+
+
+def draw(plt, panels, argv, summary):
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     for ax, (title, curves) in zip(axes.flat, panels):
         drawn = False
@@ -90,7 +107,7 @@ def main(argv):
     fig.suptitle(argv[1])
     fig.tight_layout()
     fig.savefig(argv[2], dpi=100)
-    print(f"wrote {argv[2]} ({len(sft)} SFT steps, {len(rl)} GRPO steps)")
+    print(f"wrote {argv[2]} ({summary})")
     return 0
 
 

@@ -5,7 +5,7 @@
 # data file (traces.jsonl, teacher_topk.safetensors), metrics.jsonl with the distill keys, the
 # checkpoint and the model; a stopped run resumed logs each step once; then that a traces file with
 # a malformed row is refused by name (leaving no metrics.jsonl) and a missing teacher too.
-#   cmake -DGRPO=path/to/grpo -DWORK_DIR=dir -P tests/distill_smoke.cmake
+#   cmake -DGRPO=path/to/grpo -DWORK_DIR=dir [-DPYTHON=python3 -DPLOT=cmake/plot_metrics.py] -P tests/distill_smoke.cmake
 if(NOT GRPO OR NOT WORK_DIR)
   message(FATAL_ERROR "distill_smoke: pass -DGRPO=<grpo executable> -DWORK_DIR=<scratch directory>")
 endif()
@@ -88,6 +88,18 @@ foreach(record IN LISTS records)
 endforeach()
 if(NOT steps STREQUAL "1;2;3")
   message(FATAL_ERROR "distill_smoke: after the resume metrics.jsonl holds steps '${steps}', expected 1;2;3")
+endif()
+# Learning curves of a distillation run (when Python with matplotlib is there: cmake/plot_metrics.py).
+if(PYTHON AND PLOT)
+  execute_process(COMMAND "${PYTHON}" "${PLOT}" "${WORK_DIR}/on_policy/metrics.jsonl" "${WORK_DIR}/curves.png"
+    RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  string(FIND "${err}" "matplotlib is not installed" no_matplotlib)
+  if(no_matplotlib EQUAL -1)
+    string(FIND "${out}" "(3 distillation steps)" drew)
+    if(NOT rc EQUAL 0 OR drew EQUAL -1 OR NOT EXISTS "${WORK_DIR}/curves.png")
+      message(FATAL_ERROR "distill_smoke: plot_metrics.py failed on a distill run (${rc})\n${out}\n${err}")
+    endif()
+  endif()
 endif()
 # A malformed traces file and a teacher that cannot load: errors naming them.
 file(WRITE "${WORK_DIR}/bad.jsonl" "{\"prompt\": \"1+1=\"}\n")
