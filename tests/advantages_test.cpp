@@ -77,7 +77,7 @@ TEST_CASE("grpo_advantages: with scale none, the advantages of each group sum to
   }
 }
 
-TEST_CASE("grpo_advantages: explicit ids equal the consecutive layout; any labels work", "[advantages][grpo]") {
+TEST_CASE("grpo_advantages: explicit ids equal the consecutive layout, any labels work", "[advantages][grpo]") {
   const auto consecutive = grpo_advantages(vec(example_scores), group_layout::consecutive(4)).advantages.to_host();
   const auto explicit_ids =
       grpo_advantages(vec(example_scores), group_layout::from_ids({0, 0, 0, 0, 1, 1, 1, 1})).advantages.to_host();

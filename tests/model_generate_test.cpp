@@ -111,7 +111,7 @@ TEST_CASE("model sampling: temperature, top-k, top-p and greedy on a hand-worked
   CHECK(histogram(opts(2.0, 1, 4), lse2, 20000) == counts);
 }
 
-TEST_CASE("model sampling: greedy ties go to the lowest id; seeds per row", "[model][sampling]") {
+TEST_CASE("model sampling: greedy ties go to the lowest id, seeds per row", "[model][sampling]") {
   const std::array<float, 3> logits = {1.0f, 3.0f, 3.0f};
   std::vector<std::pair<double, token_id>> scratch;
   std::mt19937_64 gen(1);

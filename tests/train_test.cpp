@@ -14,6 +14,7 @@
 #include <unistd.h>
 #endif
 
+#include "grpo/train/distill_config.hpp"
 #include "grpo/train/train.hpp"
 #include "bigram_policy.hpp"
 #include "test_support.hpp"
@@ -258,16 +259,25 @@ TEST_CASE("train_config: TOML round trip, overrides and errors", "[train][config
   bad.validate();
 }
 
-TEST_CASE("example configs: each loads and validates; default.toml is the built-in default", "[train][config]") {
+TEST_CASE("example configs: each loads and validates, default.toml is the built-in default", "[train][config]") {
   const auto dir = std::filesystem::path(GRPO_TEST_DATA_DIR).parent_path().parent_path() / "examples" / "configs";
-  int configs = 0;
+  int configs = 0, distill_configs = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
     if (entry.path().extension() != ".toml") continue;
     INFO(entry.path().string());
+    // grpo distill's configs are a train config plus a [distill] section (distill_config.hpp).
+    if (entry.path().filename().string().starts_with("distill_")) {
+      const auto run = grpo::train::load_distill_config(entry.path());
+      run.train.validate();
+      run.distill.validate();
+      ++distill_configs;
+      continue;
+    }
     load_config(entry.path()).validate();
     ++configs;
   }
   REQUIRE(configs >= 2);
+  REQUIRE(distill_configs == 3);
   REQUIRE(to_toml(load_config(dir / "default.toml")) == to_toml(train_config{}));
   // The main job's GRPO phase damps Adam; its cold start must not share that epsilon.
   const auto main_job = load_config(dir / "r1_addition.toml");
@@ -590,7 +600,7 @@ TEST_CASE("trainer: set_rewards validates its parts", "[train][reward]") {
   std::filesystem::remove_all(dir);
 }
 
-TEST_CASE("trainer: drives any trainable policy; a bigram table learns a user reward and resumes exactly",
+TEST_CASE("trainer: drives any trainable policy, a bigram table learns a user reward and resumes exactly",
           "[train][grpo][concepts]") {
   // The trainer knows nothing of the native transformer: a 64 x 64 bigram table (tests/bigram_policy.hpp)
   // trains through the same rollout, batching, update and checkpoint rooms.

@@ -305,13 +305,17 @@ inline std::vector<double> to_doubles(const tensor_view& t) {
   const std::size_t size = size_of(t.type);
   GRPO_CHECK(t.data.size() == static_cast<std::size_t>(t.numel()) * size, shape_error, "tensor '", t.name,
              "': ", t.data.size(), " bytes for shape ", to_string(t.shape), " of ", name_of(t.type));
-  std::vector<double> out(t.data.size() / size);
-  for (std::size_t i = 0; i < out.size(); ++i) {
+  const std::size_t count = t.data.size() / size;
+  // Reserved and appended rather than sized up front: GCC 12 cannot bound `count` through the check above
+  // and warns (-Wstringop-overflow) about the zero fill of std::vector<double>(count).
+  std::vector<double> out;
+  out.reserve(count);
+  for (std::size_t i = 0; i < count; ++i) {
     const std::byte* p = t.data.data() + i * size;
     if (t.type == dtype::boolean)
       GRPO_CHECK(p[0] == std::byte{0} || p[0] == std::byte{1}, io_error, "tensor '", t.name, "': element ", i,
                  " of a BOOL tensor is ", static_cast<int>(p[0]), " (expected 0 or 1)");
-    out[i] = detail::decode_element(p, t.type);
+    out.push_back(detail::decode_element(p, t.type));
   }
   return out;
 }

@@ -218,7 +218,7 @@ TEMPLATE_TEST_CASE("cccl backend: select, fill, upload and download", "[cccl][op
   CHECK(grpo::make_index(b, std::vector<std::int64_t>{}, shape::vector(0)).to_host().empty());
 }
 
-TEMPLATE_TEST_CASE("cccl backend: the counting hooks count on the device; the checks still name the element",
+TEMPLATE_TEST_CASE("cccl backend: the counting hooks count on the device, the checks still name the element",
                    "[cccl][validate]", float, double) {
   using namespace cccl_test;
   const dev<TestType> b;

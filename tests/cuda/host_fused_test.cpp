@@ -259,7 +259,7 @@ TEST_CASE("host divergence: identical rows give zero, in place equals out of pla
   }
 }
 
-TEST_CASE("host fused policy loss: bits independent of the thread count; bad values named by the generic checks",
+TEST_CASE("host fused policy loss: bits independent of the thread count, bad values named by the generic checks",
           "[cccl][host_fused]") {
   const cccl_float b;
   const policy_batch batch;

@@ -273,7 +273,7 @@ TEST_CASE("host rows: rows the fast path hands to the exact functors give the re
   }
 }
 
-TEST_CASE("host rows: a target out of range gives NaN and is reported; others are unaffected", "[cccl][host_rows]") {
+TEST_CASE("host rows: a target out of range gives NaN and is reported, others are unaffected", "[cccl][host_rows]") {
   const auto z = make_rows(3, 40, 2.0, 0.0, 12);
   const std::vector<std::int64_t> ids{5, 40, -1};
   for (const auto which : instruction_sets()) {

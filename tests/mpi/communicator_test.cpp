@@ -213,7 +213,7 @@ TEST_CASE("mpi: a communicator over MPI_COMM_SELF is one rank") {
   CHECK(x == std::vector<float>{1.5f, -2.0f, 3.25f});
 }
 
-TEST_CASE("collectives: fnv1a_64 against the FNV test vectors; check_same on one process") {
+TEST_CASE("collectives: fnv1a_64 against the FNV test vectors, check_same on one process") {
   // The FNV reference's test vectors for FNV-1a 64 (http://www.isthe.com/chongo/tech/comp/fnv/).
   CHECK(grpo::detail::fnv1a_64("") == 0xcbf29ce484222325ull);
   CHECK(grpo::detail::fnv1a_64("a") == 0xaf63dc4c8601ec8cull);

@@ -55,7 +55,7 @@ TEST_CASE("causal_lm: log-probs and greedy tokens match transformers for every t
   }
 }
 
-TEST_CASE("causal_lm: forward lays logits out [R*T, V] with zero padding rows; backward checks its input") {
+TEST_CASE("causal_lm: forward lays logits out [R*T, V] with zero padding rows, backward checks its input") {
   auto policy = load("tiny-qwen3");
   const auto batch = random_batch(3, {{4, 5}, {1, 2}, {3, 0}, {6, 1}});
   const auto logits = host(policy.forward(batch).raw());

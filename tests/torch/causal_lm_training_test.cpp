@@ -27,7 +27,7 @@ using namespace grpo;
 using namespace grpo::libtorch;
 using namespace grpo::testing;
 
-TEST_CASE("causal_lm: AdamW equals the host formula to the bit; save_state resumes bit-identically") {
+TEST_CASE("causal_lm: AdamW equals the host formula to the bit, save_state resumes bit-identically") {
   auto policy = load("tiny-llama");
   policy.reset_optimizer({0.9, 0.95, 1e-6, 0.1});
   const auto batch = random_batch(9, {{3, 5}, {4, 2}, {2, 3}});

@@ -68,18 +68,22 @@ struct model_config {
   std::int64_t group_size() const { return num_attention_heads / num_key_value_heads; }
 
   /// Scalar parameters (lm_head counted only when untied).
-  std::int64_t parameter_count() const {
-    const std::int64_t d = hidden_size;
-    std::int64_t layer = 2 * d + d * (q_dim() + 2 * kv_dim()) + q_dim() * d + 3 * d * intermediate_size;
-    if (attention_bias) layer += q_dim() + 2 * kv_dim();
+  /// In N: validate() evaluates it in long double and bounds it, so that the int64 count of a
+  /// validated config never overflows.
+  template <class N = std::int64_t>
+  N parameter_count() const {
+    const N d = static_cast<N>(hidden_size), q = static_cast<N>(q_dim()), kv = static_cast<N>(kv_dim());
+    N layer = 2 * d + d * (q + 2 * kv) + q * d + 3 * d * static_cast<N>(intermediate_size);
+    if (attention_bias) layer += q + 2 * kv;
     if (o_proj_bias) layer += d;
-    if (qk_norm) layer += 2 * head_dim;
-    return vocab_size * d * (tie_word_embeddings ? 1 : 2) + num_hidden_layers * layer + d;
+    if (qk_norm) layer += 2 * static_cast<N>(head_dim);
+    return static_cast<N>(vocab_size) * d * (tie_word_embeddings ? 1 : 2) + static_cast<N>(num_hidden_layers) * layer +
+           d;
   }
 
   /// Throws config_error naming `source` and the first bad field: every size in [1, 2^31 - 1],
   /// an even head_dim (RoPE rotates halves), num_attention_heads divisible by num_key_value_heads,
-  /// rms_norm_eps and rope_theta finite and > 0.
+  /// rms_norm_eps and rope_theta finite and > 0, at most 2^40 parameters.
   void validate(std::string_view source = "config.json") const {
     constexpr std::int64_t limit = std::numeric_limits<std::int32_t>::max();
     const auto size = [&](std::int64_t value, std::string_view name) {
@@ -103,6 +107,11 @@ struct model_config {
                ": field \"rms_norm_eps\": must be a finite value > 0, got ", rms_norm_eps);
     GRPO_CHECK(std::isfinite(rope_theta) && rope_theta > 0.0, config_error, source,
                ": field \"rope_theta\": must be a finite value > 0, got ", rope_theta);
+    // 2^40 parameters (4 TiB in fp32) is far above any checkpoint one process loads, and keeps the
+    // int64 parameter count exact.
+    const long double parameters = parameter_count<long double>();
+    GRPO_CHECK(parameters <= 0x1p40L, config_error, source, ": the sizes give ", static_cast<double>(parameters),
+               " parameters, more than the 2^40 a model may have");
   }
 
   friend bool operator==(const model_config&, const model_config&) = default;

@@ -77,14 +77,22 @@ struct transformer_config {
                "rms_norm_eps: must be a finite value > 0, got ", rms_norm_eps);
     GRPO_CHECK(std::isfinite(rope_theta) && rope_theta > 1.0, config_error,
                "rope_theta: must be a finite value > 1, got ", rope_theta);
+    // 2^40 parameters (4 TiB in fp32) is far above any model one process trains, and keeps the
+    // int64 parameter count exact.
+    const long double parameters = parameter_count<long double>();
+    GRPO_CHECK(parameters <= 0x1p40L, config_error, "hidden_size, intermediate_size, num_hidden_layers, vocab_size: give ",
+               static_cast<double>(parameters), " parameters, more than the 2^40 a model may have");
   }
 
-  /// Number of scalar parameters (lm_head counted only when not tied).
-  std::int64_t parameter_count() const {
-    const std::int64_t d = hidden_size, f = intermediate_size;
-    const std::int64_t per_layer =
-        2 * d + (q_dim() + 2 * kv_dim()) * d + (attention_bias ? q_dim() + 2 * kv_dim() : 0) + d * q_dim() + 3 * d * f;
-    return vocab_size * d * (tie_word_embeddings ? 1 : 2) + num_hidden_layers * per_layer + d;
+  /// Number of scalar parameters (lm_head counted only when not tied), in N: validate() evaluates it
+  /// in long double and bounds it, so that the int64 count of a validated config never overflows.
+  template <class N = std::int64_t>
+  N parameter_count() const {
+    const N d = static_cast<N>(hidden_size), f = static_cast<N>(intermediate_size);
+    const N q = static_cast<N>(q_dim()), kv = static_cast<N>(kv_dim());
+    const N per_layer = 2 * d + (q + 2 * kv) * d + (attention_bias ? q + 2 * kv : 0) + d * q + 3 * d * f;
+    return static_cast<N>(vocab_size) * d * (tie_word_embeddings ? 1 : 2) + static_cast<N>(num_hidden_layers) * per_layer +
+           d;
   }
 
   friend bool operator==(const transformer_config&, const transformer_config&) = default;
