@@ -17,6 +17,7 @@
 #include "grpo/cccl/simd_math.hpp"
 #include "grpo/policy_loss.hpp"
 #include "grpo/reference_backend.hpp"
+#include "host_test_support.hpp"
 #include "test_support.hpp"
 
 #if THRUST_DEVICE_SYSTEM == THRUST_DEVICE_SYSTEM_OMP
@@ -26,6 +27,10 @@
 namespace {
 
 namespace hr = grpo::cccl::host_rows;
+using grpo::testing::host::instruction_sets;
+using grpo::testing::host::isa_name;
+using grpo::testing::host::make_rows;
+using grpo::testing::host::require_near;
 using grpo::shape;
 using cccl_float = grpo::cccl::backend<float>;
 
@@ -44,12 +49,6 @@ __attribute__((target("avx2,fma"))) void log_array_avx2(const float* x, float* y
 }
 #endif
 
-std::vector<hr::isa> instruction_sets() {
-  std::vector<hr::isa> out{hr::isa::generic};
-  if (hr::avx2_available()) out.push_back(hr::isa::avx2);
-  return out;
-}
-
 /// The largest error of log_f32 against std::log in double over every `stride`-th positive normal float: relative
 /// where |log x| >= 0.5, absolute (in units of FLT_EPSILON-ish 6e-8) near x = 1, where log x -> 0.
 template <class Apply>
@@ -66,15 +65,6 @@ std::pair<double, double> worst_log_error(Apply apply, std::uint32_t stride) {
     else absolute = std::max(absolute, error);
   }
   return {relative, absolute};
-}
-
-std::vector<float> make_rows(std::int64_t rows, std::int64_t vocab, double spread, double masked_share,
-                             std::uint32_t seed) {
-  const auto u = grpo::testing::uniform(static_cast<std::size_t>(rows * vocab), -spread, spread, seed);
-  const auto m = grpo::testing::uniform(u.size(), 0.0, 1.0, seed + 1);
-  std::vector<float> z(u.size());
-  for (std::size_t i = 0; i < u.size(); ++i) z[i] = m[i] < masked_share ? -INFINITY : static_cast<float>(u[i]);
-  return z;
 }
 
 struct divergence_values {
@@ -103,21 +93,6 @@ divergence_values fast_divergence(const std::vector<float>& student, const std::
   std::vector<float> loss(weight.size()), out(student.size());
   hr::divergence(student.data(), teacher.data(), rows, vocab, scale, beta, w.data(), loss.data(), out.data(), which);
   return {{loss.begin(), loss.end()}, {out.begin(), out.end()}};
-}
-
-/// |got - want| <= atol + rtol |want|, NaN only against NaN; reports the first few mismatches.
-void require_near(const std::vector<double>& got, const std::vector<double>& want, double atol, double rtol) {
-  REQUIRE(got.size() == want.size());
-  int bad = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    const bool ok = std::isnan(want[i]) ? std::isnan(got[i])
-                                        : std::fabs(got[i] - want[i]) <= atol + rtol * std::fabs(want[i]);
-    if (!ok && bad++ < 5) {
-      INFO("element " << i << ": got " << got[i] << ", want " << want[i]);
-      CHECK(ok);
-    }
-  }
-  REQUIRE(bad == 0);
 }
 
 /// A GRPO batch on the cccl float backend: every optional input, sequence or token ratios.
@@ -217,7 +192,7 @@ TEST_CASE("host divergence: both instruction sets match the reference on fp32 in
       for (const double scale : {1.0, 1.0 / 0.7}) {
         const auto want = reference_divergence(student, teacher, weight, sw.vocab, scale, beta);
         for (const auto which : instruction_sets()) {
-          INFO("isa " << static_cast<int>(which) << " rows " << sw.rows << " vocab " << sw.vocab << " spread "
+          INFO(isa_name(which) << ": rows " << sw.rows << " vocab " << sw.vocab << " spread "
                       << sw.spread << " beta " << beta << " scale " << scale);
           const auto got = fast_divergence(student, teacher, weight, sw.vocab, scale, beta, which);
           // fp32 entries (exp and log about 2e-7 relative) summed in 16 lanes per block, blocks merged in double.

@@ -15,6 +15,7 @@
 #include "grpo/cccl/host_rows.hpp"
 #include "grpo/cccl/simd_math.hpp"
 #include "grpo/reference_backend.hpp"
+#include "host_test_support.hpp"
 #include "test_support.hpp"
 
 #if THRUST_DEVICE_SYSTEM == THRUST_DEVICE_SYSTEM_OMP
@@ -24,6 +25,10 @@
 namespace {
 
 namespace hr = grpo::cccl::host_rows;
+using grpo::testing::host::instruction_sets;
+using grpo::testing::host::isa_name;
+using grpo::testing::host::make_rows;
+using grpo::testing::host::require_near;
 using grpo::shape;
 
 // The exp over an array, as the row kernels call it: a loop the compiler vectorizes (SSE2 here; the AVX2+FMA
@@ -37,14 +42,6 @@ __attribute__((target("avx2,fma"))) void exp_array_avx2(const float* x, float* y
   for (std::size_t i = 0; i < n; ++i) y[i] = grpo::cccl::simd::exp_f32(x[i]);
 }
 #endif
-
-std::vector<hr::isa> instruction_sets() {
-  std::vector<hr::isa> out{hr::isa::generic};
-  if (hr::avx2_available()) out.push_back(hr::isa::avx2);
-  return out;
-}
-
-const char* isa_name(hr::isa which) { return which == hr::isa::avx2 ? "avx2" : "generic"; }
 
 /// The largest relative error of exp_f32 (through `apply`) against std::exp in double over every `stride`-th float
 /// of [-lo, hi] (lo, hi >= 0), walked by bit pattern from 0 outwards on both sides.
@@ -61,16 +58,6 @@ double worst_relative_error(Apply apply, float lo, float hi, std::uint32_t strid
     worst = std::max(worst, std::fabs(static_cast<double>(y[i]) - want) / want);
   }
   return worst;
-}
-
-/// Logits rows as fp32 values: normal(0, spread)-ish from uniform draws, a share of -inf (masked) entries.
-std::vector<float> make_rows(std::int64_t rows, std::int64_t vocab, double spread, double masked_share,
-                             std::uint32_t seed) {
-  const auto u = grpo::testing::uniform(static_cast<std::size_t>(rows * vocab), -spread, spread, seed);
-  const auto m = grpo::testing::uniform(u.size(), 0.0, 1.0, seed + 1);
-  std::vector<float> z(u.size());
-  for (std::size_t i = 0; i < u.size(); ++i) z[i] = m[i] < masked_share ? -INFINITY : static_cast<float>(u[i]);
-  return z;
 }
 
 std::vector<std::int64_t> make_ids(std::int64_t rows, std::int64_t vocab, std::uint32_t seed) {
@@ -101,22 +88,6 @@ stats fast_stats(const std::vector<float>& z, const std::vector<std::int64_t>& i
   std::vector<float> lse(ids.size()), entropy(ids.size()), logprob(ids.size());
   hr::softmax_stats(z.data(), ids.data(), rows, vocab, scale, lse.data(), entropy.data(), logprob.data(), slot, which);
   return {{lse.begin(), lse.end()}, {entropy.begin(), entropy.end()}, {logprob.begin(), logprob.end()}};
-}
-
-/// |got - want| <= atol + rtol |want|; NaN only against NaN, an infinity only against itself.
-void require_near(const std::vector<double>& got, const std::vector<double>& want, double atol, double rtol) {
-  REQUIRE(got.size() == want.size());
-  int bad = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    const bool ok = std::isnan(want[i])   ? std::isnan(got[i])
-                    : std::isinf(want[i]) ? got[i] == want[i]
-                                          : std::fabs(got[i] - want[i]) <= atol + rtol * std::fabs(want[i]);
-    if (!ok && bad++ < 5) {
-      INFO("element " << i << ": got " << got[i] << ", want " << want[i]);
-      CHECK(ok);
-    }
-  }
-  REQUIRE(bad == 0);
 }
 
 /// Bit-for-bit equality, NaN matching NaN.
