@@ -173,6 +173,8 @@ TEST_CASE("hf config: every unsupported or malformed field is named with the fil
   fails(llama_json("vocab_size", "\"320\""), {"field \"vocab_size\"", "integer", "\"320\""});
   fails(llama_json("hidden_size", "32.5"), {"field \"hidden_size\"", "32.5"});
   fails(llama_json("num_hidden_layers", "-2"), {"field \"num_hidden_layers\"", "-2"});
+  // Each size in range, together past 2^40 parameters: refused, so that parameter_count() cannot overflow.
+  fails(llama_json({{"vocab_size", "1073741824"}, {"hidden_size", "1073741824"}}), {"parameters", "2^40"});
   fails(llama_json("vocab_size", "0"), {"field \"vocab_size\"", "[1, "});
   fails(llama_json("rms_norm_eps", "\"small\""), {"field \"rms_norm_eps\"", "finite number"});
   fails(llama_json("rms_norm_eps", "0"), {"field \"rms_norm_eps\"", "> 0"});

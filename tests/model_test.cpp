@@ -66,6 +66,16 @@ TEST_CASE("model config: validation names the offending field", "[model][config]
   c = {};
   c.num_key_value_heads = 3;
   require_error([&] { c.validate(); }, {"num_key_value_heads", "divide num_attention_heads"});
+  // Each size in range, but together past 2^40 parameters (2^62 here, near int64's end): refused, so that
+  // parameter_count() never overflows; just below the bound the int64 count is exact.
+  c = {};
+  c.vocab_size = std::int64_t{1} << 30, c.hidden_size = std::int64_t{1} << 30;
+  require_error([&] { c.validate(); }, {"parameters", "2^40"});
+  c = {};
+  c.vocab_size = std::int64_t{1} << 24, c.hidden_size = 1 << 14, c.intermediate_size = 1 << 14;
+  c.num_attention_heads = 1 << 7, c.num_key_value_heads = 1 << 7, c.num_hidden_layers = 1;
+  REQUIRE_NOTHROW(c.validate());
+  REQUIRE(c.parameter_count() == c.parameter_count<long double>());
   c = {};
   c.vocab_size = 0;
   require_error([&] { c.validate(); }, {"vocab_size", "got 0"});
