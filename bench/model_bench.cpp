@@ -2,11 +2,13 @@
 // bench/model_bench.cpp: speed of grpo's native transformer policy (the fast path of
 // include/grpo/model/transformer.hpp, float, all threads) on the main job's shapes, for the issue-4
 // comparison with the same architecture in PyTorch eager (bench/peer_model.py, driven by
-// bench/run_model.sh). Two cases per model size:
-//   generate/<size>:    16 prompts of 7 tokens x G = 8 completions, 48 new tokens each (no stop token,
+// bench/run_model.sh). Cases per model size:
+//   generate/<size>/b<B>: B sampled rows at once (issue 14: batch 1 and 64, and the main job's 128): prompts of
+//                       7 tokens x G completions, B = 1 (1 x 1), 64 (8 x 8: the trainer's groups of 8, one
+//                       micro-batch) and 128 (16 x 8: the main job's step); 48 new tokens each (no stop token,
 //                       so every row runs to the end), temperature 1, with the KV cache; prefill included.
 //                       One untimed warm-up call first (as peer_model.py does), so workspaces are grown.
-//                       Counter: generated tokens/s (128 x 48 per iteration).
+//                       Counter: generated tokens/s (B x 48 per iteration).
 //   train_step/<size>:  forward + loss + backward over 64 rows of 7 prompt + 48 completion tokens (the
 //                       main job's micro-batch), the loss a per-row-weighted sum of completion log-probs
 //                       (token_logprobs and its backward, as the trainer uses them); gradients zeroed each
@@ -70,9 +72,15 @@ const std::vector<model_size>& sizes() {
 
 // The main job's shapes (train_config defaults: 128 completions per step in groups of 8, micro-batches
 // of 64, max_completion_length 48; arithmetic prompts "<bos>57+68=" are 7 tokens).
-constexpr std::int64_t prompts_per_step = 16, group_size = 8, prompt_length = 7, new_tokens = 48;
+constexpr std::int64_t prompt_length = 7, new_tokens = 48;
 constexpr std::int64_t train_rows = 64;
 constexpr std::uint64_t weight_seed = 1;
+
+// Generation batches: rows = prompts x group_size, sampled together.
+struct generation_shape {
+  std::int64_t rows, prompts, group_size;
+};
+constexpr generation_shape generation_shapes[] = {{1, 1, 1}, {64, 8, 8}, {128, 16, 8}};
 
 std::size_t thread_count() {
   if (const char* env = std::getenv("GRPO_BENCH_THREADS"); env != nullptr && *env != '\0')
@@ -92,10 +100,10 @@ std::vector<token_id> random_tokens(std::mt19937_64& gen, std::int64_t n, std::i
   return out;
 }
 
-std::vector<std::vector<token_id>> bench_prompts(std::int64_t vocab) {
+std::vector<std::vector<token_id>> bench_prompts(std::int64_t count, std::int64_t vocab) {
   std::mt19937_64 gen(2);
   std::vector<std::vector<token_id>> prompts;
-  for (std::int64_t i = 0; i < prompts_per_step; ++i) prompts.push_back(random_tokens(gen, prompt_length, vocab));
+  for (std::int64_t i = 0; i < count; ++i) prompts.push_back(random_tokens(gen, prompt_length, vocab));
   return prompts;
 }
 
@@ -109,19 +117,19 @@ sequence_batch train_batch(std::int64_t vocab) {
   return batch;
 }
 
-void generate_case(benchmark::State& state, const transformer_config& config) {
+void generate_case(benchmark::State& state, const transformer_config& config, const generation_shape& shape) {
   transformer<float> model(seeded_weights(config), transformer_options(thread_count()));
-  const auto prompts = bench_prompts(config.vocab_size);
+  const auto prompts = bench_prompts(shape.prompts, config.vocab_size);
   sampling_options options;
   options.temperature = 1.0;
   options.max_new_tokens = new_tokens;
   std::uint64_t seed = 0;
-  model.generate(prompts, options, seed, group_size);  // warm-up: buffers grown, pages touched (not timed)
+  model.generate(prompts, options, seed, shape.group_size);  // warm-up: buffers grown, pages touched (not timed)
   for (auto _ : state) {
-    auto out = model.generate(prompts, options, ++seed, group_size);
+    auto out = model.generate(prompts, options, ++seed, shape.group_size);
     benchmark::DoNotOptimize(out.data());
   }
-  const double tokens = static_cast<double>(prompts_per_step * group_size * new_tokens);
+  const double tokens = static_cast<double>(shape.rows * new_tokens);
   state.counters["tokens_per_second"] =
       benchmark::Counter(tokens * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
   state.counters["threads"] = static_cast<double>(model.pool()->size());
@@ -215,8 +223,11 @@ void export_all(const std::filesystem::path& root) {
     const auto weights = seeded_weights(size.config);
     save_pretrained(weights, dir);
     std::ostringstream shapes;
-    shapes << "{\"prompts_per_step\": " << prompts_per_step << ", \"group_size\": " << group_size
-           << ", \"prompt_length\": " << prompt_length << ", \"new_tokens\": " << new_tokens
+    shapes << "{\"generation\": [";
+    for (const auto& g : generation_shapes)
+      shapes << (&g == generation_shapes ? "" : ", ") << "{\"rows\": " << g.rows << ", \"prompts\": " << g.prompts
+             << ", \"group_size\": " << g.group_size << "}";
+    shapes << "], \"prompt_length\": " << prompt_length << ", \"new_tokens\": " << new_tokens
            << ", \"train_rows\": " << train_rows << ", \"parameters\": " << size.config.parameter_count() << "}\n";
     write_text(dir / "shapes.json", shapes.str());
     export_check(size.config, weights, dir / "check.json");
@@ -239,10 +250,12 @@ int main(int argc, char** argv) {
   }
   for (const auto& size : sizes()) {
     const transformer_config config = size.config;
-    benchmark::RegisterBenchmark((std::string("generate/") + size.name).c_str(),
-                                 [config](benchmark::State& s) { generate_case(s, config); })
-        ->Unit(benchmark::kMillisecond)
-        ->UseRealTime();
+    for (const auto& shape : generation_shapes)
+      benchmark::RegisterBenchmark(
+          (std::string("generate/") + size.name + "/b" + std::to_string(shape.rows)).c_str(),
+          [config, shape](benchmark::State& s) { generate_case(s, config, shape); })
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
     benchmark::RegisterBenchmark((std::string("train_step/") + size.name).c_str(),
                                  [config](benchmark::State& s) { train_step_case(s, config); })
         ->Unit(benchmark::kMillisecond)

@@ -6,9 +6,11 @@ torch ops, on the SAME weights (the model.safetensors + config.json that `grpo_b
 writes) and the same shapes (DIR/<size>/shapes.json). First checks that its logits match ours on a fixed
 batch (DIR/<size>/check.json: float64 to 1e-9, float32 to 1e-4, both relative to the largest logit), then
 times, in float32 with torch.set_num_threads(--threads):
-  generate/<size>:   prompts x G completions of new_tokens tokens each with a key/value cache (prefill of
-                     each distinct prompt once, then one token per row per step, multinomial sampling at
-                     temperature 1, no stop token), like model_bench's generate case;
+  generate/<size>/b<B>: for each generation shape (rows B = prompts x G, shapes.json "generation", the
+                     ones --gen-batches names), prompts x G completions of new_tokens tokens each with a
+                     key/value cache (prefill of each distinct prompt once, then one token per row per
+                     step, multinomial sampling at temperature 1, no stop token), like model_bench's
+                     generate cases;
   train_step/<size>: forward + loss (weighted sum of completion log-probs) + autograd backward over
                      train_rows rows of prompt_length + new_tokens tokens; the optimizer is NOT included.
 Prints one JSON line per case: {"side": "torch", "case", "seconds" (median), "tokens_per_second",
@@ -268,20 +270,29 @@ def timed(fn, min_time, repeats):
     return statistics.median(times)
 
 
-def bench_size(directory, name, threads, blas, min_time, repeats):
+def bench_size(directory, name, threads, blas, min_time, repeats, gen_batches):
     with open(os.path.join(directory, "shapes.json")) as f:
         s = json.load(f)
     errors = check_logits(directory)
     print(json.dumps({"side": "torch", "case": f"check/{name}", "scaled_error": errors}), flush=True)
+    known = {shape["rows"] for shape in s["generation"]}
+    if gen_batches is not None and not gen_batches <= known:
+        raise SystemExit(f"peer_model.py: --gen-batches: {sorted(gen_batches - known)} not among the generation "
+                         f"batches of {directory}/shapes.json {sorted(known)}")
     model = Model(directory, torch.float32)
     vocab = model.c["vocab_size"]
-    gen = torch.Generator().manual_seed(1)
-    prompts = torch.randint(vocab, (s["prompts_per_step"], s["prompt_length"]), generator=gen)
-    seconds = timed(lambda: model.generate(prompts, s["group_size"], s["new_tokens"], 1.0, gen), min_time, repeats)
-    generated = s["prompts_per_step"] * s["group_size"] * s["new_tokens"]
-    print(json.dumps({"side": "torch", "case": f"generate/{name}", "seconds": seconds,
-                      "tokens_per_second": generated / seconds, "threads": threads, "blas": blas}), flush=True)
+    for shape in s["generation"]:
+        if gen_batches is not None and shape["rows"] not in gen_batches:
+            continue
+        gen = torch.Generator().manual_seed(shape["rows"])
+        prompts = torch.randint(vocab, (shape["prompts"], s["prompt_length"]), generator=gen)
+        seconds = timed(lambda: model.generate(prompts, shape["group_size"], s["new_tokens"], 1.0, gen),
+                        min_time, repeats)
+        print(json.dumps({"side": "torch", "case": f"generate/{name}/b{shape['rows']}", "seconds": seconds,
+                          "tokens_per_second": shape["rows"] * s["new_tokens"] / seconds, "threads": threads,
+                          "blas": blas}), flush=True)
 
+    gen = torch.Generator().manual_seed(1)
     rows, p, c = s["train_rows"], s["prompt_length"], s["new_tokens"]
     fed = torch.randint(vocab, (rows, p + c - 1), generator=gen)
     targets = torch.randint(vocab, (rows, c, 1), generator=gen)
@@ -310,8 +321,11 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (ours: same)")
     parser.add_argument("--min-time", type=float, default=2.0, help="seconds to time each case at least")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each case at least")
+    parser.add_argument("--gen-batches", help="comma-separated generation batch sizes (rows) to time, "
+                        "of those in shapes.json; default: all")
     parser.add_argument("--check-only", action="store_true", help="only compare the logits")
     args = parser.parse_args()
+    gen_batches = None if args.gen_batches is None else {int(b) for b in args.gen_batches.split(",")}
     torch.set_num_threads(args.threads)
     blas = blas_in_use()
     for name in args.sizes.split(","):
@@ -319,7 +333,7 @@ def main():
         if args.check_only:
             print(json.dumps({"side": "torch", "case": f"check/{name}", "scaled_error": check_logits(directory)}))
         else:
-            bench_size(directory, name, args.threads, blas, args.min_time, args.repeats)
+            bench_size(directory, name, args.threads, blas, args.min_time, args.repeats, gen_batches)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,16 @@
 #   smollm2  with that CLI, `grpo score` of tests/data/hf/smollm2_fixture.json's pairs on $GRPO_TORCH_DEVICE and on
 #            the CPU against transformers, and a short `grpo train` (GRPO on the arithmetic task, no cold start) of
 #            SmolLM2-135M-Instruct with --policy torch: steps/s, generation and training tokens/s, peak GPU memory.
+# Three more, named in GRPO_GPU_PARTS only (not in the default), for issue 11's SmolLM2 job and TRL comparison:
+#   build    only configures and builds the grpo CLI (and keeps a GGUF half that came along): the first of two calls.
+#   job      `grpo eval` of the instruct model, then examples/configs/r1_smollm2.toml end to end with the CLI on
+#            $GRPO_TORCH_DEVICE (cold start, GRPO, evaluations, save) and bench/smollm2_report.py's table:
+#            held-out accuracy of the instruct model, after the cold start and after GRPO, wall time,
+#            generation and training tokens/s, MFU, peak GPU memory, the step's time split; curves in the logs.
+#   trl      `grpo sft` with the same config (the weights both start from), then bench/trl_compare.py: TRL's
+#            GRPOTrainer (from .gpu-deps/wheels unless python3 has it) and grpo on the same prompts and settings,
+#            the first step's loss and gradient norm on the same batch, per-step wall time and peak memory.
+# The job and trl parts build only the CLI (the tests are for the torch and smollm2 parts).
 #   cmake/gpu-check.sh [build-dir]        (cccl's build directory; default: build/gpu-check; CUDA_ARCH=90 by default)
 # The weights of SmolLM2 (GRPO_SMOLLM2_WEIGHTS): `auto` takes GRPO_SMOLLM2_DIR (a converted directory), else the GGUF
 # when both halves made by `cmake/gpu-deps.sh --gguf-parts` are here (joined, checked against its sha256 and
@@ -40,6 +50,14 @@
 #                           with -DCMAKE_IGNORE_PATH=/usr/lib/x86_64-linux-gnu/cmake/Caffe2;/usr/lib/x86_64-linux-gnu)
 #   GRPO_TRAIN_STEPS        GRPO steps of the training run (default 10); GRPO_TRAIN_SET="k=v ...": more --set;
 #                           GRPO_TRAIN_TIMEOUT: its limit in seconds (default 150; the steps done by then still count)
+#   GRPO_JOB_SET="k=v ..."  job: more --set for the run (e.g. "max_steps=60" to fit a shorter call);
+#                           GRPO_JOB_TIMEOUT its limit in seconds (default 330; the steps done by then are measured)
+#   GRPO_TRL_STEPS          trl: steps of each run (default 8; the first is left out of the timing);
+#                           GRPO_TRL_SET="k=v ...": more --set for both (eval.size=8 is set); GRPO_TRL_TIMEOUT
+#                           (default 240 s); GRPO_TRL_TOLERANCE (relative; default 1e-3 on the CPU, 2e-2 on a GPU,
+#                           where both compute in bf16); GRPO_TRL_POLICIES (default torch; torch,native on the CPU);
+#                           GRPO_TRL_VLLM=1: a second TRL run generating with vLLM, where python3 can import it (the
+#                           image has none, and its wheels are far over a call's 64 MiB: not carried)
 #   PYTHON                  the python with torch and transformers (default python3); GRPO_GPU_JOBS (default nproc)
 # Exit status: 0 when every check of the chosen parts passed, 1 otherwise (and when no GPU is visible).
 #
@@ -63,6 +81,18 @@
 #            rc=$?; tar -czf $OUT/gpu-check-logs2.tgz -C /tmp gpu-logs2; exit $rc
 #   carry: [".gpu-deps/prefix", ".gpu-deps/smollm2", ".gpu-deps/smollm2-gguf.2"]      timeout_s: 300
 # which stops within seconds if the first half is gone (a fresh machine: then give it back).
+# Issue 11's job and TRL comparison, after `GRPO=build/<yours>/grpo bash cmake/gpu-deps.sh --gguf-parts` here (the
+# working tree is about 9 MB, so each call carries one GGUF half: the first call builds, the second measures):
+#   call 1  command: GRPO_GPU_PARTS=build GRPO_GPU_LOGS=/tmp/gpu-logs bash cmake/gpu-check.sh
+#           carry: [".gpu-deps/prefix", ".gpu-deps/smollm2", ".gpu-deps/smollm2-gguf.1"]      timeout_s: 420
+#   call 2, at once: command: GRPO_GPU_PARTS='job trl' GRPO_SMOLLM2_WEIGHTS=gguf GRPO_GPU_LOGS=/tmp/gpu-logs2
+#           bash cmake/gpu-check.sh; rc=$?; tar -czf $OUT/gpu-job-logs.tgz -C /tmp gpu-logs2; exit $rc
+#           carry: [".gpu-deps/smollm2-gguf.2", ".gpu-deps/wheels"]                           timeout_s: 600
+# (the second reuses the first's build directory and .gpu-deps/prefix on the warm machine). Expected: call 1 about
+# 1 minute to configure and 2 to build the CLI; call 2 about 5 minutes for the job (GRPO_JOB_TIMEOUT=330) and 2 to 4
+# for the comparison (GRPO_TRL_TIMEOUT=240). Rehearsed here on the CPU only (GRPO_TORCH_DEVICE=cpu, tiny settings
+# through GRPO_JOB_SET / GRPO_TRL_SET, transformers 5.17 and accelerate 1.15 as on the device, TRL installed from
+# .gpu-deps/wheels); never run on a GPU yet.
 # Verified here, without a GPU (GRPO_TORCH_DEVICE=cpu, Debian's headers and pkg-config hidden in a mount namespace):
 # the whole torch and smollm2 parts against pip's torch 2.15.0+cu132 with nvcc 13.0, and a configure against
 # Debian's LibTorch 1.13. Not verified: anything on a device (its compiler and CMake versions, the configure against
@@ -81,6 +111,9 @@ torch_build=${GRPO_TORCH_BUILD:-"$root/build/gpu-check-torch"}
 weights=${GRPO_SMOLLM2_WEIGHTS:-auto}
 train_steps=${GRPO_TRAIN_STEPS:-10}
 train_timeout=${GRPO_TRAIN_TIMEOUT:-150}
+job_timeout=${GRPO_JOB_TIMEOUT:-330}
+trl_steps=${GRPO_TRL_STEPS:-8}
+trl_timeout=${GRPO_TRL_TIMEOUT:-240}
 [[ -x /usr/local/cuda/bin/nvcc ]] && export PATH="/usr/local/cuda/bin:$PATH"
 
 has_part() { [[ "$parts" == *" $1 "* ]]; }
@@ -129,12 +162,12 @@ gguf_ready() {
   [[ -f "$gguf_sha256_file" ]] && compgen -G "$gguf_dir/smollm2-gguf.*" >/dev/null &&
     [[ "$(cat "$gguf_dir"/smollm2-gguf.* | sha256sum | cut -d' ' -f1)" == "$(cut -d' ' -f1 "$gguf_sha256_file")" ]]
 }
-if has_part smollm2 && ((!dry_run)); then
+if { has_part smollm2 || has_part job || has_part trl || has_part build; } && ((!dry_run)); then
   if compgen -G "$deps/smollm2-gguf.*" >/dev/null; then
     mkdir -p "$gguf_dir"
     cp "$deps"/smollm2-gguf.* "$gguf_dir/"
   fi
-  if [[ "$weights" == gguf ]] && ! gguf_ready; then
+  if [[ "$weights" == gguf ]] && ! has_part build && ! gguf_ready; then
     echo "gpu-check: GRPO_SMOLLM2_WEIGHTS=gguf but the GGUF parts in $gguf_dir (" "$gguf_dir"/smollm2-gguf.* ")" \
       "do not join into the file of $gguf_sha256_file: the other part's call ran on another machine" >&2
     exit 1
@@ -263,13 +296,17 @@ print(":".join([lib] + sorted(nvidia)))' 2>/dev/null) ||
   local t0=$SECONDS
   run_logged "$torch_logs/torch_configure.log" cmake "${args[@]}" ||
     { tail -n 60 "$torch_logs/torch_configure.log" >&2; return 1; }
-  local t1=$SECONDS targets=(grpo_tests_torch grpo_cli)
-  ((with_nccl)) && targets+=(grpo_tests_nccl grpo_tests_nccl_torch)
-  # grpo_tests_torch_cuda exists only with a CUDA LibTorch (tests/torch/CMakeLists.txt).
-  # grep -c reads all of ninja's output (grep -q could end the pipe early, and pipefail would then fail it).
-  if ((dry_run)) ||
-    ninja -C "$torch_build" -t targets all 2>/dev/null | grep -c '^grpo_tests_torch_cuda:' >/dev/null; then
-    targets+=(grpo_tests_torch_cuda)
+  local t1=$SECONDS targets=(grpo_cli)
+  # The job, trl and build parts need the CLI alone; the tests only for the torch and smollm2 parts.
+  if has_part torch || has_part smollm2; then
+    targets+=(grpo_tests_torch)
+    ((with_nccl)) && targets+=(grpo_tests_nccl grpo_tests_nccl_torch)
+    # grpo_tests_torch_cuda exists only with a CUDA LibTorch (tests/torch/CMakeLists.txt).
+    # grep -c reads all of ninja's output (grep -q could end the pipe early, and pipefail would then fail it).
+    if ((dry_run)) ||
+      ninja -C "$torch_build" -t targets all 2>/dev/null | grep -c '^grpo_tests_torch_cuda:' >/dev/null; then
+      targets+=(grpo_tests_torch_cuda)
+    fi
   fi
   run_logged "$torch_logs/torch_build.log" cmake --build "$torch_build" -j "$jobs" --target "${targets[@]}" ||
     { grep -m 5 -A 12 "error\|FAILED" "$torch_logs/torch_build.log" >&2; tail -n 20 "$torch_logs/torch_build.log" >&2
@@ -320,10 +357,11 @@ torch_part() {
   return $result
 }
 
-# SmolLM2-135M-Instruct on the policy: the weights, score against a reference, a short GRPO run.
-smollm2_rows=()
-smollm2_part() {
-  local work=$torch_build/smollm2 model reference label result=0
+# SmolLM2-135M-Instruct's weights for the smollm2, job and trl parts: sets model, reference and label (once).
+model="" reference="" label=""
+smollm2_model() {
+  [[ -n "$model" ]] && return 0
+  local work=$torch_build/smollm2
   ((dry_run)) || mkdir -p "$work"
   if [[ "$weights" != random && -n "${GRPO_SMOLLM2_DIR:-}" ]]; then
     model=$GRPO_SMOLLM2_DIR reference=fixture label="SmolLM2-135M-Instruct ($GRPO_SMOLLM2_DIR)"
@@ -336,7 +374,7 @@ smollm2_part() {
         cat "$gguf_dir"/smollm2-gguf.* >"$work/SmolLM2-135M-Instruct.Q4_1.gguf"
       fi
       run_logged "$torch_logs/convert.log" "$grpo_bin" convert-gguf --input "$work/SmolLM2-135M-Instruct.Q4_1.gguf" \
-        --output "$model" || { cat "$torch_logs/convert.log" >&2; return 1; }
+        --output "$model" || { cat "$torch_logs/convert.log" >&2; model=""; return 1; }
     fi
   elif [[ -f "$deps/smollm2/config.json" ]]; then
     model=$work/SmolLM2-135M-random reference=transformers
@@ -363,12 +401,19 @@ state = {k: v.contiguous() for k, v in model.state_dict().items()
 save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
 print(f"{sum(v.numel() for v in state.values())} parameters -> {out}")
 EOF
-        { cat "$torch_logs/random_model.log" >&2; return 1; }
+        { cat "$torch_logs/random_model.log" >&2; model=""; return 1; }
     fi
   else
     echo "gpu-check: no SmolLM2 (GRPO_SMOLLM2_DIR, GGUF parts or .gpu-deps/smollm2): run cmake/gpu-deps.sh" >&2
     return 1
   fi
+}
+
+# SmolLM2-135M-Instruct on the policy: score against a reference, a short GRPO run.
+smollm2_rows=()
+smollm2_part() {
+  local work=$torch_build/smollm2 result=0
+  smollm2_model || return 1
   smollm2_rows=("| model | $label |")
   ((dry_run)) || mkdir -p "$torch_logs"
 
@@ -485,12 +530,99 @@ EOF
   return $result
 }
 
+# The SmolLM2 GRPO job of examples/configs/r1_smollm2.toml end to end (cold start, GRPO, evaluations, save) with the
+# weights smollm2_model finds, under nvidia-smi's memory sampling; bench/smollm2_report.py turns its metrics into the
+# table (accuracy before and after, wall time, tokens/s, MFU, peak memory, the step's time split), and
+# cmake/plot_metrics.py draws its learning curves into the logs.
+job_rows=()
+job_part() {
+  local run_dir=$torch_build/smollm2/job poller="" rc=0 t0 wall set_args=() extra=() kv gpu_name=""
+  smollm2_model || return 1
+  job_rows=("| model | $label |")
+  read -ra extra <<<"${GRPO_JOB_SET:-}"
+  for kv in "${extra[@]}"; do set_args+=(--set "$kv"); done
+  ((dry_run)) || rm -rf "$run_dir"
+  if [[ "$device" != cpu ]] && ((!dry_run)); then
+    gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 >"$torch_logs/job_gpu_memory.csv" 2>&1 &
+    poller=$!
+  fi
+  # The instruct model itself on the same held-out problems: issue 11's goal is measured from it.
+  run_logged "$torch_logs/job_eval_instruct.log" timeout 120 "$grpo_bin" eval \
+    --config "$root/examples/configs/r1_smollm2.toml" --model "$model" --device "$device" "${set_args[@]}" ||
+    job_rows+=("| instruct model's evaluation | FAILED: $torch_logs/job_eval_instruct.log |")
+  ((dry_run)) || job_rows+=("| held-out greedy accuracy of the instruct model (no training) | $(sed -n \
+    's/^held-out: //p' "$torch_logs/job_eval_instruct.log" | sed 's/ | /, /g') |")
+  t0=$SECONDS
+  run_logged "$torch_logs/job.log" timeout "$job_timeout" "$grpo_bin" train --config "$root/examples/configs/r1_smollm2.toml" \
+    --model "$model" --device "$device" --output-dir "$run_dir" "${set_args[@]}" || rc=$?
+  wall=$((SECONDS - t0))
+  [[ -n "$poller" ]] && kill "$poller" 2>/dev/null && wait "$poller" 2>/dev/null
+  ((dry_run)) && return 0
+  ((rc == 124)) && job_rows+=("| run | stopped at GRPO_JOB_TIMEOUT=$job_timeout s: the steps done by then are measured |")
+  ((rc != 0 && rc != 124)) && job_rows+=("| run | FAILED (exit $rc): $torch_logs/job.log |")
+  [[ -f "$run_dir/metrics.jsonl" ]] || { tail -n 30 "$torch_logs/job.log" >&2; return 1; }
+  # The update-time estimate needs the prompts' length when the trainer records no time/update_s.
+  local prompt_tokens
+  prompt_tokens=$("$grpo_bin" prompts --config "$root/examples/configs/r1_smollm2.toml" --model "$model" --count 64 \
+    --output "$torch_logs/job_prompts.jsonl" >/dev/null 2>&1 && "$python" -c 'import json, sys
+rows = [len(json.loads(l)["prompt_ids"]) for l in open(sys.argv[1])]
+print(sum(rows) / len(rows))' "$torch_logs/job_prompts.jsonl") || prompt_tokens=0
+  local report_args=(--run "$run_dir" --log "$torch_logs/job.log" --wall "$wall" --gpu-name "$gpu_name"
+    --mean-prompt-tokens "$prompt_tokens")
+  [[ -n "$poller" ]] && report_args+=(--memory "$torch_logs/job_gpu_memory.csv")
+  mapfile -t -O "${#job_rows[@]}" job_rows < <("$python" "$root/bench/smollm2_report.py" "${report_args[@]}" 2>&1)
+  "$python" "$root/cmake/plot_metrics.py" "$run_dir/metrics.jsonl" "$torch_logs/r1_smollm2_curves.png" \
+    >"$torch_logs/plot.log" 2>&1 && job_rows+=("| learning curves | $torch_logs/r1_smollm2_curves.png |")
+  ((rc == 0 || rc == 124))
+}
+
+# grpo against TRL's GRPOTrainer (bench/trl_compare.py) on the job's settings, from the job's cold start (`grpo sft`
+# with the same config), so that the first step's rewards differ within groups: the first step's loss and gradient
+# norm on the same batch, then per-step wall time and peak memory of both. TRL comes from .gpu-deps/wheels when
+# python3 lacks it; with GRPO_TRL_VLLM=1 and vLLM importable, TRL runs a second time generating with vLLM.
+trl_text=""
+trl_part() {
+  local work=$torch_build/smollm2/trl sets=() extra=() kv site=$torch_build/trl-site rc=0
+  smollm2_model || return 1
+  if ((!dry_run)) && ! "$python" -c 'import trl' >/dev/null 2>&1; then
+    [[ -d "$deps/wheels" ]] || { echo "gpu-check: no TRL in $python and no .gpu-deps/wheels: run cmake/gpu-deps.sh" >&2
+      return 1; }
+    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --find-links "$deps/wheels" \
+      --target "$site" trl datasets dill multiprocess >"$torch_logs/trl_install.log" 2>&1 ||
+      { cat "$torch_logs/trl_install.log" >&2; return 1; }
+    export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+  read -ra extra <<<"${GRPO_TRL_SET:-}"
+  for kv in eval.size=8 "${extra[@]}"; do sets+=(--set "$kv"); done
+  ((dry_run)) || rm -rf "$work"
+  run_logged "$torch_logs/trl_sft.log" "$grpo_bin" sft --config "$root/examples/configs/r1_smollm2.toml" --model "$model" \
+    --device "$device" --output-dir "$work/sft" "${sets[@]}" || { tail -n 30 "$torch_logs/trl_sft.log" >&2; return 1; }
+  local compare=("$python" "$root/bench/trl_compare.py" --grpo "$grpo_bin" --model "$work/sft/model" --device "$device"
+    --steps "$trl_steps" --tolerance "${GRPO_TRL_TOLERANCE:-$([[ "$device" == cpu ]] && echo 1e-3 || echo 2e-2)}"
+    --policies "${GRPO_TRL_POLICIES:-torch}" "${sets[@]}")
+  run_logged "$torch_logs/trl_compare.log" timeout "$trl_timeout" "${compare[@]}" --work "$work/compare" \
+    --json "$torch_logs/trl_compare.json" || rc=$?
+  if [[ "${GRPO_TRL_VLLM:-0}" == 1 ]] && "$python" -c 'import vllm' >/dev/null 2>&1; then
+    run_logged "$torch_logs/trl_compare_vllm.log" timeout "$trl_timeout" "${compare[@]}" --vllm --work "$work/vllm" \
+      --json "$torch_logs/trl_compare_vllm.json" || rc=$?
+  fi
+  ((dry_run)) && return 0
+  trl_text="grpo vs TRL on $device ($label; logs: $torch_logs/trl_compare*.log)"$'\n'
+  trl_text+=$(sed -n '/^first step of TRL/,$p' "$torch_logs"/trl_compare*.log)
+  if ((rc != 0)); then
+    trl_text+=$'\n'"gpu-check: trl_compare exited with $rc (124: GRPO_TRL_TIMEOUT=$trl_timeout s)"$'\n'
+    trl_text+=$(tail -n 20 "$torch_logs/trl_compare.log")
+  fi
+  return $rc
+}
+
 if has_part cccl; then cccl_part || status=1; fi
 # A markdown table titled $1 of the rows after it; each part prints its own as soon as it ends.
 print_table() {
   ((dry_run)) || printf '%s\n' "" "| $1 | result |" "| --- | --- |" "${@:2}"
 }
-if has_part torch || has_part smollm2; then
+if has_part torch || has_part smollm2 || has_part job || has_part trl || has_part build; then
   ((dry_run)) || printf '\n%s\n' "grpo LibTorch check on $device, $(date -u +%Y-%m-%dT%H:%MZ) (logs: $torch_logs)"
   if torch_setup; then
     if has_part torch; then torch_part || status=1; fi
@@ -498,6 +630,14 @@ if has_part torch || has_part smollm2; then
     if has_part smollm2; then
       smollm2_part || status=1
       print_table "SmolLM2 on $device" "${smollm2_rows[@]}"
+    fi
+    if has_part job; then
+      job_part || status=1
+      print_table "SmolLM2 GRPO job (examples/configs/r1_smollm2.toml) on $device" "${job_rows[@]}"
+    fi
+    if has_part trl; then
+      trl_part || status=1
+      ((dry_run)) || printf '\n%s\n' "${trl_text:-}"
     fi
   else
     status=1

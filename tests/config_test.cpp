@@ -117,6 +117,12 @@ TEST_CASE("train_config: ranges and cross-field checks name the config key", "[c
   refused({"max_completion_length=96"}, {"max_completion_length: 96 leaves no position", "max_position_embeddings = 96"});
   refused({"model.hidden_size=130"}, {"model.hidden_size: must be divisible by num_attention_heads"});
   refused({"reward_weights=[1, 1e400]"}, {"reward_weights"});
+  refused({"task.operations=+", "task.teacher_errors=1"}, {"task.teacher_errors: must be in [0, 1), got 1"});
+  refused({"task.operations=+", "task.teacher_errors=-0.1"}, {"task.teacher_errors: must be in [0, 1), got -0.1"});
+  refused({"task.teacher_errors=0.3"}, {"task.teacher_errors: the weak teacher writes column additions only",
+                                        "task.operations \"+-*\""});
+  refused({"task.operations=+", "task.teacher_errors=0.3", "task.name=countdown"}, {"task.teacher_errors", "countdown"});
+  with({"task.operations=+", "task.teacher_errors=0.3", "sft.verified_only=true"}).validate();
   with({}).validate();
 }
 

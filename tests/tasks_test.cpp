@@ -29,6 +29,11 @@ using grpo::testing::require_error;
 
 namespace {
 
+arithmetic_options with_teacher(arithmetic_options o, double teacher_errors) {
+  o.teacher_errors = teacher_errors;
+  return o;
+}
+
 // The split key of an arithmetic prompt, computed independently of the task: operands sorted for
 // the commutative + and *.
 std::string arithmetic_key(const std::string& prompt) {
@@ -92,6 +97,55 @@ TEST_CASE("arithmetic chains of thought, hand-worked", "[tasks][arithmetic]") {
   require_error([] { make_arithmetic_problem(-1, '+', 5); }, {"a: must be in [0, 999999999], got -1"});
   require_error([] { make_arithmetic_problem(1, '+', 1'000'000'000); }, {"b: must be in [0, 999999999]"});
   require_error([] { make_arithmetic_problem(6, '/', 3); }, {"op: must be one of + - *, got '/'"});
+}
+
+TEST_CASE("arithmetic weak teacher: systematic digit-sum slips, exact answers, hand-worked", "[tasks][arithmetic]") {
+  // At teacher_errors = 0.3 the teacher errs on the pairs {5,5} {1,1} {7,9} {0,4} (among others; unit_hash of
+  // "teacher:5+5" is 0.024, of "teacher:1+1" 0.074, of "teacher:7+9" 0.174, of "teacher:0+4" 0.288) and not on
+  // {7,8} {4,5} {0,1} (0.655) or {5,7} (0.974).
+  // 15+15: 5+5 written as 9, so no carry; 1+1 written as 1: the teacher answers 19, the problem's answer is 30.
+  const problem slips = make_arithmetic_problem(15, '+', 15, 0.3);
+  CHECK(slips.answer == "30");
+  CHECK(slips.demonstration == "<think>5+5=9\n1+1=1</think><answer>19</answer>");
+  // 19+7: 9+7=16 written as 15 keeps its carry into 1+0+1=2: 25.
+  CHECK(make_arithmetic_problem(19, '+', 7, 0.3).demonstration == "<think>9+7=15\n1+0+1=2</think><answer>25</answer>");
+  // The pair is unordered: 4+40 slips in both columns (0+4 and 4+0), 4 written as 3 twice.
+  CHECK(make_arithmetic_problem(4, '+', 40, 0.3).demonstration == "<think>4+0=3\n0+4=3</think><answer>33</answer>");
+  // Pairs the teacher knows give the exact worked solution.
+  CHECK(make_arithmetic_problem(57, '+', 48, 0.3).demonstration == make_arithmetic_problem(57, '+', 48).demonstration);
+  // A sum of 0 is written as 1 ({0,0} has unit_hash 0.440).
+  CHECK(make_arithmetic_problem(100, '+', 0, 0.45).demonstration ==
+        "<think>0+0=1\n0+0=1\n1+0=1</think><answer>111</answer>");
+  CHECK(make_arithmetic_problem(100, '+', 0, 0.3).demonstration == make_arithmetic_problem(100, '+', 0).demonstration);
+  require_error([] { make_arithmetic_problem(7, '-', 5, 0.3); }, {"teacher_errors: applies to '+' only, got op '-'"});
+
+  // A task's weak demonstrations: the answers stay exact and the held-out split is the same; every
+  // demonstration that ends wrong writes at least one digit pair the teacher errs on.
+  arithmetic_options o;
+  o.operations = "+";
+  arithmetic_options weak = o;
+  weak.teacher_errors = 0.3;
+  const arithmetic_task exact_task(o), weak_task(weak);
+  REQUIRE(weak_task.heldout_size() == exact_task.heldout_size());
+  for (std::size_t i = 0; i < weak_task.heldout_size(); ++i) REQUIRE(weak_task.heldout(i).answer == exact_task.heldout(i).answer);
+  std::mt19937_64 rng_exact(5), rng_weak(5);
+  int wrong = 0;
+  for (int i = 0; i < 500; ++i) {
+    const problem e = exact_task.sample_train(rng_exact), w = weak_task.sample_train(rng_weak);
+    REQUIRE(w.prompt == e.prompt);
+    REQUIRE(w.answer == e.answer);
+    const bool demo_right = accuracy_reward{weak_task}(w.prompt, w.demonstration) == 1.0;
+    REQUIRE(demo_right == (w.demonstration == e.demonstration));
+    wrong += demo_right ? 0 : 1;
+  }
+  CHECK(wrong > 100);  // the flagged pairs cover about 40% of the 1-2 digit sums
+  CHECK(wrong < 300);
+  require_error([&] { arithmetic_task(with_teacher(o, 1.0)); }, {"teacher_errors: must be in [0, 1), got 1"});
+  require_error([&] { arithmetic_task(with_teacher(o, -0.5)); }, {"teacher_errors: must be in [0, 1), got -0.5"});
+  arithmetic_options mixed;
+  mixed.operations = "+-";
+  require_error([&] { arithmetic_task(with_teacher(mixed, 0.2)); },
+                {"teacher_errors: the weak teacher writes column additions only", "got \"+-\""});
 }
 
 TEST_CASE("arithmetic reference answers come from the prompt", "[tasks][arithmetic]") {

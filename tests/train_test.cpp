@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -102,6 +103,37 @@ class idle_rank final : public communicator {
 };
 
 }  // namespace
+
+TEST_CASE("demonstration_stream: verified_only keeps the drawn demonstrations the verifier accepts", "[train][sft]") {
+  grpo::tasks::arithmetic_options o;
+  o.operations = "+";
+  o.teacher_errors = 0.3;
+  const grpo::tasks::arithmetic_task task(o);
+  demonstration_stream all(task, 300, 11), verified(task, 300, 11, true);
+  REQUIRE(all.size() == 300);
+  const grpo::tasks::accuracy_reward accuracy(task);
+  std::multiset<std::string> right;  // the prompts of the correct demonstrations among the 300 drawn
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    const auto& p = all.at(static_cast<std::int64_t>(i));
+    if (accuracy(p.prompt, p.demonstration) == 1.0) right.insert(p.prompt);
+  }
+  REQUIRE(right.size() > 100);
+  REQUIRE(right.size() < 250);
+  REQUIRE(verified.size() == right.size());
+  std::multiset<std::string> kept;
+  for (std::size_t i = 0; i < verified.size(); ++i) kept.insert(verified.at(static_cast<std::int64_t>(i)).prompt);
+  REQUIRE(kept == right);
+  // Epochs go on over the kept set only.
+  for (std::int64_t i = 0; i < 3 * static_cast<std::int64_t>(verified.size()); ++i)
+    REQUIRE(accuracy(verified.at(i).prompt, verified.at(i).demonstration) == 1.0);
+
+  // A teacher wrong on every digit pair (the largest unit_hash is 0.974) leaves nothing to keep.
+  o.teacher_errors = 0.99;
+  const grpo::tasks::arithmetic_task hopeless(o);
+  REQUIRE(demonstration_stream(hopeless, 50, 1).size() == 50);
+  grpo::testing::require_error([&] { demonstration_stream(hopeless, 50, 1, true); },
+                               {"sft.verified_only: the verifier rejects all 50 demonstrations drawn"});
+}
 
 TEST_CASE("adamw: one step matches the hand-worked update", "[train][optimizer]") {
   std::vector<double> w(4, 1.0), g(4, 0.5), m(4, 0.0), v(4, 0.0);
@@ -283,6 +315,10 @@ TEST_CASE("example configs: each loads and validates, default.toml is the built-
   const auto main_job = load_config(dir / "r1_addition.toml");
   REQUIRE(main_job.adam_epsilon == 1e-2);
   REQUIRE(main_job.sft_adam_epsilon == 1e-8);
+  // It demonstrates RL beyond its demonstrations: a weak teacher's traces, filtered by the verifier.
+  REQUIRE(main_job.teacher_errors == 0.3);
+  REQUIRE(main_job.sft_verified_only);
+  REQUIRE(load_config(dir / "addition_teacher.toml").teacher_errors == 0);
 }
 
 TEST_CASE("metrics: JSONL line with slash keys in order, NaN as null", "[train][metrics]") {

@@ -69,6 +69,20 @@ int tokenize_command(const std::string& model_dir);
 int score_command(const train::train_config& c, const std::string& input, const std::string& output, double temperature);
 int convert_gguf_command(const std::string& input, const std::string& output);
 
+// batch_commands.cpp
+
+/// The first `count` prompts of the config's task on `split` ("train": in the order `grpo train`
+/// draws them with this seed; "heldout": the evaluation's), written to `output` as JSONL lines
+/// {"prompt", "answer", "prompt_ids"} (prompt_ids: as the codec encodes them, chat template included).
+int prompts_command(const train::train_config& c, const std::string& split, std::int64_t count,
+                    const std::string& output);
+/// The loss and the gradient norm (before clipping) of one GRPO update of model.init on the rows of
+/// `input` (JSONL {"prompt_ids", "completion_ids", "reward", optional "stopped" (default true) and
+/// "advantage"}; groups of num_generations consecutive rows share a prompt), computed by the trainer's
+/// grpo_update with learning rate 0; writes {"loss", "grad_norm", "rows", "kept_rows", "loss_tokens",
+/// "micro_batches", "advantages", "policy"} to `output`.
+int grad_command(const train::train_config& c, const std::string& input, const std::string& output);
+
 // distill_commands.cpp
 
 /// Adds `grpo distill` (and its flags) to `app`; the function returned runs it once parsed.

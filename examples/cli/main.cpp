@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // grpo: the command-line tool. This file only parses the command line into the arguments of the
 // commands (commands.hpp): loss and example (loss_commands.cpp), train, sft, eval and sample
-// (train_commands.cpp), tokenize, score and convert-gguf (model_commands.cpp), distill
-// (distill_commands.cpp, which declares its own flags). Options are named
+// (train_commands.cpp), tokenize, score and convert-gguf (model_commands.cpp), prompts and grad
+// (batch_commands.cpp), distill (distill_commands.cpp, which declares its own flags). Options are named
 // after TRL's GRPOConfig (and veRL's loss_agg_mode). Every failure, from the library or from
 // parsing the command line, ends as "grpo <command>: <message>" on stderr with exit status 1; the
 // library itself never exits.
@@ -137,6 +137,25 @@ int main(int argc, char** argv) {
   std::string gguf_input, gguf_output;
   convert_cmd->add_option("--input", gguf_input, "The .gguf file")->required();
   convert_cmd->add_option("--output", gguf_output, "The directory to write")->required();
+  auto* prompts_cmd = app.add_subcommand(
+      "prompts", "Write the task's prompts as JSONL {\"prompt\", \"answer\", \"prompt_ids\"}: the training prompts in the "
+                 "order `grpo train` draws them with this config and seed, or the held-out ones");
+  add_run_flags(prompts_cmd, false);
+  std::string prompts_split = "train", prompts_output;
+  std::int64_t prompts_count = 64;
+  prompts_cmd->add_option("--split", prompts_split, "train or heldout")->capture_default_str();
+  prompts_cmd->add_option("-n,--count", prompts_count, "Number of prompts")
+      ->check(integer_in<std::int64_t>(0, grpo::train::limits::problems))
+      ->capture_default_str();
+  prompts_cmd->add_option("--output", prompts_output, "JSONL file to write (atomically)")->required();
+  auto* grad_cmd = app.add_subcommand(
+      "grad", "Loss and gradient norm (before clipping) of one GRPO update on given rows, through the trainer's own "
+              "update with learning rate 0: input JSONL {\"prompt_ids\", \"completion_ids\", \"reward\", optional "
+              "\"stopped\", \"advantage\"}, groups of num_generations consecutive rows; output one JSON object");
+  add_run_flags(grad_cmd, true);
+  std::string grad_input, grad_output;
+  grad_cmd->add_option("--input", grad_input, "JSONL file of rows")->required();
+  grad_cmd->add_option("--output", grad_output, "JSON file to write (atomically)")->required();
   const auto run_distill = add_distill_command(app);
 
   std::string command = "grpo", commands;
@@ -179,7 +198,7 @@ int main(int argc, char** argv) {
     if (*tokenize_cmd) return tokenize_command(flags.model);
     if (*convert_cmd) return convert_gguf_command(gguf_input, gguf_output);
     if (app.got_subcommand("distill")) return run_distill();
-    for (auto* cmd : {train_cmd, sft_cmd, eval_cmd, sample_cmd, score_cmd})
+    for (auto* cmd : {train_cmd, sft_cmd, eval_cmd, sample_cmd, score_cmd, prompts_cmd, grad_cmd})
       if (cmd->get_option("--seed")->count() > 0) flags.seed = seed_flag;
     if (!*train_cmd) flags.resume.clear();
     const auto c = make_config(flags);
@@ -187,6 +206,8 @@ int main(int argc, char** argv) {
     if (*sft_cmd) return train_command(c, "", -1, true, overwrite);
     if (*eval_cmd) return eval_command(c);
     if (*score_cmd) return score_command(c, score_input, score_output, score_temperature);
+    if (*prompts_cmd) return prompts_command(c, prompts_split, prompts_count, prompts_output);
+    if (*grad_cmd) return grad_command(c, grad_input, grad_output);
     return sample_command(c, sample_count, sample_prompts, sample_greedy);
   } catch (const std::exception& e) {
     std::cerr << command << ": " << e.what() << '\n';

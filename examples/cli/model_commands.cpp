@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "commands.hpp"
+#include "jsonl_input.hpp"
 #include "grpo/concepts.hpp"
 #include "grpo/detail/json.hpp"
 #include "grpo/error.hpp"
@@ -49,15 +50,8 @@ struct score_row {
 
 std::vector<score_row> read_score_input(const std::string& path, const hf::tokenizer& tok) {
   namespace json = grpo::detail::json;
-  std::ifstream in(path, std::ios::binary);
-  GRPO_CHECK(in.good(), io_error, path, ": cannot open for reading");
   std::vector<score_row> rows;
-  std::string line;
-  for (std::size_t number = 1; std::getline(in, line); ++number) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = path + ":" + std::to_string(number);
-    const json::value v = json::parse(line, where);
-    GRPO_CHECK(v.kind == json::kind::object, io_error, where, ": expected a JSON object, got ", json::kind_name(v.kind));
+  for_each_jsonl_object(path, [&](const json::value& v, const std::string& where) {
     const auto field = [&](std::string_view key) -> const std::string& {
       for (const auto& m : v.members)
         if (m.key == key) {
@@ -71,8 +65,7 @@ std::vector<score_row> read_score_input(const std::string& path, const hf::token
     GRPO_CHECK(!row.prompt.empty(), value_error, where,
                ": \"prompt\" encodes to no tokens (the first completion token needs context)");
     rows.push_back(std::move(row));
-  }
-  GRPO_CHECK(!in.bad(), io_error, path, ": read failed");
+  });
   return rows;
 }
 

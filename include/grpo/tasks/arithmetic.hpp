@@ -4,7 +4,9 @@
 // per non-zero digit of b followed by their running sum. Prompt "57+68=", completion
 // "<think>7+8=15\n5+6+1=12</think><answer>125</answer>". The answer is checked as an exact integer
 // (check_integer_answer). Train and held-out problems are split by a fixed hash of the problem, with
-// a+b and b+a (a*b and b*a) counted as the same problem, so they never overlap.
+// a+b and b+a (a*b and b*a) counted as the same problem, so they never overlap. Optionally the
+// demonstrations come from a weak teacher (teacher_errors) that has some one-digit sums wrong: the
+// cold start then has imperfect traces to imitate, while answers and rewards stay exact.
 #pragma once
 
 #include <algorithm>
@@ -32,6 +34,11 @@ struct arithmetic_options {
   std::size_t heldout_size = 200;   ///< distinct problems in the held-out split
   double heldout_fraction = 0.1;    ///< share of the problem space reserved for held-out, in (0, 1)
   std::uint64_t seed = 0;           ///< chooses which held-out problems are listed
+  /// Share of the digit pairs {x, y} (a fixed hashed subset, the same for x+y and y+x, with and
+  /// without a carry in) whose column sum the demonstrations' weak teacher writes one too low (0
+  /// as 1), carrying on from its own wrong digit: a systematic error that imitation learns and a
+  /// verifier does not reward. Answers are exact whatever it is. In [0, 1); > 0 for "+" alone.
+  double teacher_errors = 0;
 };
 
 /// Throws config_error naming the first invalid field.
@@ -48,6 +55,11 @@ inline void validate(const arithmetic_options& o) {
   }
   GRPO_CHECK(std::isfinite(o.heldout_fraction) && o.heldout_fraction > 0 && o.heldout_fraction < 1, config_error,
              "heldout_fraction: must be in (0, 1), got ", o.heldout_fraction);
+  GRPO_CHECK(std::isfinite(o.teacher_errors) && o.teacher_errors >= 0 && o.teacher_errors < 1, config_error,
+             "teacher_errors: must be in [0, 1), got ", o.teacher_errors);
+  GRPO_CHECK(o.teacher_errors == 0 || o.operations == "+", config_error,
+             "teacher_errors: the weak teacher writes column additions only, so operations must be \"+\", got \"",
+             o.operations, "\"");
 }
 
 namespace detail {
@@ -70,17 +82,35 @@ inline std::string join_lines(const std::vector<std::string>& lines) {
   return out;
 }
 
-inline std::vector<std::string> addition_steps(std::int64_t a, std::int64_t b) {
-  const std::vector<int> da = digits_lsb_first(a), db = digits_lsb_first(b);
+/// The lines of a worked solution and the result they arrive at.
+struct worked_solution {
   std::vector<std::string> lines;
+  std::int64_t result = 0;
+};
+
+/// Whether the weak teacher of arithmetic_options::teacher_errors gets the digit pair {x, y} wrong.
+inline bool teacher_errs(int x, int y, double teacher_errors) {
+  return teacher_errors > 0 &&
+         unit_hash("teacher:" + std::to_string(std::min(x, y)) + "+" + std::to_string(std::max(x, y))) < teacher_errors;
+}
+
+// Column addition; a column whose digit pair the teacher errs on has its sum one too low (0 as 1),
+// and the following columns carry on from the written sum, as a person's slip would.
+inline worked_solution addition_steps(std::int64_t a, std::int64_t b, double teacher_errors) {
+  const std::vector<int> da = digits_lsb_first(a), db = digits_lsb_first(b);
+  worked_solution out;
   int carry = 0;
-  for (std::size_t i = 0; i < std::max(da.size(), db.size()); ++i) {
+  std::int64_t place = 1;
+  for (std::size_t i = 0; i < std::max(da.size(), db.size()); ++i, place *= 10) {
     const int x = i < da.size() ? da[i] : 0, y = i < db.size() ? db[i] : 0;
-    const int sum = x + y + carry;
-    lines.push_back(std::to_string(x) + "+" + std::to_string(y) + (carry ? "+1" : "") + "=" + std::to_string(sum));
+    int sum = x + y + carry;
+    if (teacher_errs(x, y, teacher_errors)) sum = sum == 0 ? 1 : sum - 1;
+    out.lines.push_back(std::to_string(x) + "+" + std::to_string(y) + (carry ? "+1" : "") + "=" + std::to_string(sum));
+    out.result += (sum % 10) * place;
     carry = sum / 10;
   }
-  return lines;
+  out.result += carry * place;
+  return out;
 }
 
 // a >= b. A column that borrows is written with its digit plus 10: "13-8=5".
@@ -144,17 +174,26 @@ inline std::int64_t arithmetic_result(std::int64_t a, char op, std::int64_t b) {
 /// preconditions as arithmetic_result.
 inline std::string arithmetic_reasoning(std::int64_t a, char op, std::int64_t b) {
   arithmetic_result(a, op, b);
-  if (op == '+') return detail::join_lines(detail::addition_steps(a, b));
+  if (op == '+') return detail::join_lines(detail::addition_steps(a, b, 0).lines);
   if (op == '-') return detail::join_lines(detail::subtraction_steps(a, b));
   return detail::join_lines(detail::multiplication_steps(a, b));
 }
 
 /// The problem a op b with its prompt, answer and demonstration; same preconditions as
-/// arithmetic_result.
-inline problem make_arithmetic_problem(std::int64_t a, char op, std::int64_t b) {
+/// arithmetic_result. With teacher_errors > 0 (for '+' only, else value_error) the demonstration
+/// is the weak teacher's (arithmetic_options::teacher_errors) and may end in a wrong answer; the
+/// problem's answer is exact.
+inline problem make_arithmetic_problem(std::int64_t a, char op, std::int64_t b, double teacher_errors = 0) {
   const std::string answer = std::to_string(arithmetic_result(a, op, b));
-  std::string demonstration = std::string(think_open) + arithmetic_reasoning(a, op, b) + std::string(think_close) +
-                              std::string(answer_open) + answer + std::string(answer_close);
+  GRPO_CHECK(teacher_errors == 0 || op == '+', value_error, "teacher_errors: applies to '+' only, got op '", op, "'");
+  std::string reasoning = arithmetic_reasoning(a, op, b), written = answer;
+  if (teacher_errors > 0) {
+    detail::worked_solution teacher = detail::addition_steps(a, b, teacher_errors);
+    reasoning = detail::join_lines(teacher.lines);
+    written = std::to_string(teacher.result);
+  }
+  std::string demonstration = std::string(think_open) + reasoning + std::string(think_close) +
+                              std::string(answer_open) + written + std::string(answer_close);
   return {arithmetic_prompt(a, op, b), answer, std::move(demonstration)};
 }
 
@@ -176,7 +215,7 @@ class arithmetic_task final : public task {
       const operands x = draw(rng);
       const std::string k = key(x);
       if (!detail::in_heldout_split(k, options_.heldout_fraction) || !seen.insert(k).second) continue;
-      heldout_.push_back(make_arithmetic_problem(x.a, x.op, x.b));
+      heldout_.push_back(make_arithmetic_problem(x.a, x.op, x.b, options_.teacher_errors));
     }
   }
 
@@ -189,7 +228,8 @@ class arithmetic_task final : public task {
   problem sample_train(std::mt19937_64& rng) const override {
     for (int draws = 0; draws < 100'000; ++draws) {
       const operands x = draw(rng);
-      if (!detail::in_heldout_split(key(x), options_.heldout_fraction)) return make_arithmetic_problem(x.a, x.op, x.b);
+      if (!detail::in_heldout_split(key(x), options_.heldout_fraction))
+        return make_arithmetic_problem(x.a, x.op, x.b, options_.teacher_errors);
     }
     grpo::detail::fail<config_error>("heldout_fraction: no training problem in 100000 draws; the training split of ",
                                      "these options is (nearly) empty");

@@ -94,11 +94,12 @@ inline std::uint64_t stable_hash(std::string_view key) {
   return grpo::detail::splitmix64(grpo::detail::fnv1a_64(key));
 }
 
+/// stable_hash(key) as a number in [0, 1) (its top 53 bits): a fixed pseudo-random draw per key.
+inline double unit_hash(std::string_view key) { return static_cast<double>(stable_hash(key) >> 11) * 0x1.0p-53; }
+
 /// Whether the problem with canonical `key` belongs to the held-out split: a fixed partition of
 /// the problem space by hash, so the splits are disjoint whatever the seeds and sizes.
-inline bool in_heldout_split(std::string_view key, double heldout_fraction) {
-  return static_cast<double>(stable_hash(key) >> 11) * 0x1.0p-53 < heldout_fraction;
-}
+inline bool in_heldout_split(std::string_view key, double heldout_fraction) { return unit_hash(key) < heldout_fraction; }
 
 }  // namespace detail
 

@@ -3,7 +3,8 @@
 // fine-tuning on worked demonstrations before RL, so the policy already writes the
 // <think>...</think><answer>...</answer> format GRPO rewards. The demonstrations are a fixed set
 // drawn once from the task's training split, visited epoch by epoch, each epoch in its own
-// seeded order; a step is the token-mean cross-entropy (sft_loss) of one batch of them.
+// seeded order; a step is the token-mean cross-entropy (sft_loss) of one batch of them. Optionally
+// only the demonstrations whose answer the task's verifier accepts are kept (rejection sampling).
 #pragma once
 
 #include <chrono>
@@ -17,6 +18,7 @@
 #include "grpo/detail/random.hpp"
 #include "grpo/distillation.hpp"
 #include "grpo/error.hpp"
+#include "grpo/tasks/rewards.hpp"
 #include "grpo/tasks/task.hpp"
 #include "grpo/tensor.hpp"
 #include "grpo/train/codec.hpp"
@@ -26,16 +28,28 @@
 namespace grpo::train {
 
 /// The endless stream of demonstrations: epochs over `count` problems drawn with `seed`'s
-/// stream 4, epoch e shuffled with stream 5000 + e (Fisher-Yates).
+/// stream 4 (with `verified_only`, those of them whose demonstration's answer task.check accepts),
+/// epoch e shuffled with stream 5000 + e (Fisher-Yates).
 class demonstration_stream {
  public:
-  /// \throws config_error naming "sft.steps" when the task has no demonstrations (user data).
-  demonstration_stream(const tasks::task& task, std::int64_t count, std::uint64_t seed) : seed_(seed) {
+  /// \throws config_error naming "sft.steps" when the task has no demonstrations (user data), and
+  /// "sft.verified_only" when the verifier rejects every one.
+  demonstration_stream(const tasks::task& task, std::int64_t count, std::uint64_t seed, bool verified_only = false)
+      : seed_(seed) {
     std::mt19937_64 rng(grpo::detail::mix_seed(seed, 4));
-    for (std::int64_t i = 0; i < count; ++i) problems_.push_back(task.sample_train(rng));
-    GRPO_CHECK(problems_.empty() || !problems_.front().demonstration.empty(), config_error,
-               "sft.steps: the task has no demonstrations (user data); set sft.steps = 0 and start from model.init");
+    for (std::int64_t i = 0; i < count; ++i) {
+      tasks::problem p = task.sample_train(rng);
+      GRPO_CHECK(!p.demonstration.empty(), config_error,
+                 "sft.steps: the task has no demonstrations (user data); set sft.steps = 0 and start from model.init");
+      if (!verified_only || task.check(p.prompt, tasks::extract_answer(p.demonstration)) == true)
+        problems_.push_back(std::move(p));
+    }
+    GRPO_CHECK(!problems_.empty(), config_error, "sft.verified_only: the verifier rejects all ", count,
+               " demonstrations drawn; raise sft.examples or turn it off");
   }
+
+  /// The distinct demonstrations one epoch visits.
+  std::size_t size() const { return problems_.size(); }
 
   /// Demonstration `index` of the stream.
   const tasks::problem& at(std::int64_t index) {

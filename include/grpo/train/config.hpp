@@ -83,6 +83,9 @@ struct train_config {
   std::int64_t max_digits = 2;
   std::string operations = "+-*";
   std::int64_t heldout_size = 200;
+  /// arithmetic with "+" only: share of digit pairs the demonstrations' weak teacher gets wrong
+  /// (tasks::arithmetic_options::teacher_errors); answers and rewards stay exact
+  double teacher_errors = 0;
   // [model]
   std::int64_t hidden_size = 128;
   std::int64_t intermediate_size = 352;
@@ -96,7 +99,10 @@ struct train_config {
   std::string device = "cpu";                      ///< torch policy: cpu or cuda
   // [sft]
   std::int64_t sft_steps = 150;
-  std::int64_t sft_examples = 2000;                ///< distinct demonstrations
+  std::int64_t sft_examples = 2000;                ///< demonstrations drawn
+  /// Keep only the drawn demonstrations whose answer the task's verifier accepts (R1's rejection
+  /// sampling of cold-start data, arXiv:2501.12948 Sec. 2.3.3).
+  bool sft_verified_only = false;
   std::int64_t sft_batch_size = 32;
   double sft_learning_rate = 2e-3;
   double sft_warmup_ratio = 0.05;
@@ -176,6 +182,12 @@ struct train_config {
     in_range(min_digits, 1, 9, "task.min_digits");
     in_range(max_digits, min_digits, 9, "task.max_digits");
     in_range(heldout_size, 1, limits::problems, "task.heldout_size");
+    GRPO_CHECK(std::isfinite(teacher_errors) && teacher_errors >= 0 && teacher_errors < 1, config_error,
+               "task.teacher_errors: must be in [0, 1), got ", teacher_errors);
+    GRPO_CHECK(teacher_errors == 0 || (task == "arithmetic" && data.empty() && operations == "+"), config_error,
+               "task.teacher_errors: the weak teacher writes column additions only (task.name = \"arithmetic\", "
+               "task.operations = \"+\", no task.data), got task.name \"", task, "\", task.operations \"", operations,
+               "\"", data.empty() ? "" : ", task.data set");
     in_range(sft_steps, 0, limits::steps, "sft.steps");
     in_range(sft_examples, 1, limits::problems, "sft.examples");
     in_range(sft_batch_size, 1, limits::micro_batch, "sft.batch_size");
@@ -438,6 +450,7 @@ inline const std::vector<field>& fields() {
       make_field("task.max_digits", &c::max_digits),
       make_field("task.operations", &c::operations),
       make_field("task.heldout_size", &c::heldout_size),
+      make_field("task.teacher_errors", &c::teacher_errors),
       make_field("model.hidden_size", &c::hidden_size),
       make_field("model.intermediate_size", &c::intermediate_size),
       make_field("model.num_hidden_layers", &c::num_hidden_layers),
@@ -450,6 +463,7 @@ inline const std::vector<field>& fields() {
       make_field("model.device", &c::device),
       make_field("sft.steps", &c::sft_steps),
       make_field("sft.examples", &c::sft_examples),
+      make_field("sft.verified_only", &c::sft_verified_only),
       make_field("sft.batch_size", &c::sft_batch_size),
       make_field("sft.learning_rate", &c::sft_learning_rate),
       make_field("sft.warmup_ratio", &c::sft_warmup_ratio),

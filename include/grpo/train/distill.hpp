@@ -361,9 +361,10 @@ class distiller {
     if (d.topk_source == "traces") {
       for (const auto& t : traces_) sequences.emplace_back(codec_->encode_prompt(t.prompt), t.completion_ids);
     } else {
-      demonstration_stream demonstrations(*task_, config_.train.sft_examples, config_.train.seed);
-      for (std::int64_t i = 0; i < config_.train.sft_examples; ++i) {
-        const auto& p = demonstrations.at(i);
+      demonstration_stream demonstrations(*task_, config_.train.sft_examples, config_.train.seed,
+                                          config_.train.sft_verified_only);
+      for (std::size_t i = 0; i < demonstrations.size(); ++i) {
+        const auto& p = demonstrations.at(static_cast<std::int64_t>(i));
         sequences.emplace_back(codec_->encode_prompt(p.prompt), codec_->encode_completion(p.demonstration));
       }
     }

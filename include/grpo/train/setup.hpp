@@ -44,6 +44,7 @@ inline std::unique_ptr<tasks::task> make_task(const train_config& c) {
     o.max_digits = static_cast<int>(c.max_digits);
     o.operations = c.operations;
     o.heldout_size = static_cast<std::size_t>(c.heldout_size);
+    o.teacher_errors = c.teacher_errors;
     return std::make_unique<tasks::arithmetic_task>(o);
   }
   return tasks::make_task(c.task, 0);

@@ -163,7 +163,12 @@ class trainer {
   /// One cold-start step on sft_batch_size demonstrations.
   metrics_record sft_step() {
     const auto t0 = std::chrono::steady_clock::now();
-    if (!demonstrations_) demonstrations_.emplace(*task_, config_.sft_examples, config_.seed);
+    if (!demonstrations_) {
+      demonstrations_.emplace(*task_, config_.sft_examples, config_.seed, config_.sft_verified_only);
+      if (config_.sft_verified_only)
+        say(grpo::detail::concat("[sft] the verifier keeps ", demonstrations_->size(), " of ", config_.sft_examples,
+                                 " demonstrations"));
+    }
     // This rank's contiguous share of the batch.
     const auto share = config_.sft_batch_size / static_cast<std::int64_t>(comm().world_size());
     std::vector<const tasks::problem*> problems;
@@ -268,9 +273,13 @@ class trainer {
     add_rollout_metrics(m, all, rewards_);
     m.set("frac_reward_zero_std", adv.zero_std_fraction);
     m.set("kept_rows", static_cast<double>(kept_all.size()));
+    m.set("perf/train_tokens", update.train_tokens);
     m.set("perf/train_tokens_per_s", update.seconds > 0 ? update.train_tokens / update.seconds : 0.0);
     if (comm().world_size() > 1) m.set("perf/allreduce_s", update.communication_seconds);
     m.set("lr", lr);
+    // The step's time split: sampling and scoring (the slowest rank's), then the update.
+    m.set("time/rollout_s", all.seconds);
+    m.set("time/update_s", update.seconds);
     m.set("time/step_s", elapsed(t0));
     progress("grpo", state_.step, config_.max_steps, m,
              {{"reward", "critic/score/mean"}, {"acc", "accuracy"}, {"fmt", "format_rate"},
