@@ -154,7 +154,7 @@ TEST_CASE("model kernels: float products on odd shapes against plain loops", "[m
 TEST_CASE("model kernels: a row of a product depends only on that row", "[model][kernels]") {
   // What makes sampled log-probs equal training log-probs: the same row computed in a batch of 1
   // or of 100, with any thread count, has the same bits.
-  thread_pool pool(2);
+  thread_pool pool(2), wide_pool(3);
   for (const isa kernels : instruction_sets()) {
     const std::ptrdiff_t m = 100, n = 45, k = 300;
     const auto a_values = uniform(static_cast<std::size_t>(m * k), -1.0, 1.0, 4);
@@ -169,8 +169,23 @@ TEST_CASE("model kernels: a row of a product depends only on that row", "[model]
       gemm(nullptr, scratch, 1, matrix_view<float>{a.data() + row * k, k, 1}, packed, one.data(), n, false);
       for (std::ptrdiff_t j = 0; j < n; ++j)
         REQUIRE(one[static_cast<std::size_t>(j)] == all[static_cast<std::size_t>(row * n + j)]);
+      // One row on three threads: C's columns split into panel-wide blocks, the same sums.
+      std::fill(one.begin(), one.end(), 0.0f);
+      gemm(&wide_pool, scratch, 1, matrix_view<float>{a.data() + row * k, k, 1}, packed, one.data(), n, false);
+      for (std::ptrdiff_t j = 0; j < n; ++j)
+        REQUIRE(one[static_cast<std::size_t>(j)] == all[static_cast<std::size_t>(row * n + j)]);
     }
   }
+  // Column blocks narrow only when the row blocks cannot occupy the threads: about four per thread,
+  // whole panels, never wider than gemm_nc.
+  using grpo::model::detail::column_block_width;
+  using grpo::model::detail::gemm_nc;
+  CHECK(column_block_width(1, 4096, 16, 2) == 512);
+  CHECK(column_block_width(1, 45, 16, 3) == 16);
+  CHECK(column_block_width(1, 100000, 16, 2) == gemm_nc);
+  CHECK(column_block_width(100, 4096, 16, 2) == gemm_nc);
+  CHECK(column_block_width(100, 4096, 8, 3) == 688);
+  CHECK(column_block_width(64, 4096, 16, 1) == gemm_nc);
 }
 
 TEST_CASE("model thread pool: every task once, exceptions, nesting", "[model][thread_pool]") {

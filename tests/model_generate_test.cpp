@@ -233,6 +233,18 @@ TEST_CASE("model generate: reproducible per seed and row, whatever the threads",
     any_difference = any_difference || a[r].tokens != c[r].tokens;
   }
   CHECK(any_difference);
+  // Fewer rows than threads: one decoder whose products use the pool; the same tokens as one thread.
+  transformer<float> three(w, {3});
+  for (const std::int64_t group : {1, 2}) {
+    const std::vector<std::vector<token_id>> first{prompts[0]};
+    const auto serial = one.generate(first, options, 42, group), pooled = three.generate(first, options, 42, group);
+    REQUIRE(pooled.size() == static_cast<std::size_t>(group));
+    for (std::size_t r = 0; r < serial.size(); ++r) {
+      CHECK(pooled[r].tokens == serial[r].tokens);
+      CHECK(pooled[r].logprobs == serial[r].logprobs);
+      CHECK(pooled[r].full_logprobs == serial[r].full_logprobs);
+    }
+  }
   // The copies of a prompt are sampled independently.
   CHECK((a[0].tokens != a[1].tokens || a[1].tokens != a[2].tokens));
 

@@ -308,17 +308,28 @@ struct gemm_args {
   T* c = nullptr;
   std::ptrdiff_t ldc = 0;
   bool accumulate = false;
+  std::ptrdiff_t nc = gemm_nc;  ///< width of C's column blocks, a multiple of the panel width
 
   std::ptrdiff_t row_blocks() const { return (m + gemm_mc - 1) / gemm_mc; }
-  std::ptrdiff_t col_blocks() const { return (n + gemm_nc - 1) / gemm_nc; }
+  std::ptrdiff_t col_blocks() const { return (n + nc - 1) / nc; }
 };
+
+/// The column-block width for an m x n product on `threads` threads: gemm_nc, or narrower (a
+/// multiple of the panel width nr, about four blocks per thread) when m has too few row blocks to
+/// give each thread one, as when decoding a few rows. The blocking never changes a sum's order.
+inline std::ptrdiff_t column_block_width(std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t nr, std::size_t threads) {
+  const std::ptrdiff_t row_blocks = (m + gemm_mc - 1) / gemm_mc, t = static_cast<std::ptrdiff_t>(threads);
+  if (row_blocks >= t) return gemm_nc;
+  const std::ptrdiff_t blocks = (4 * t + row_blocks - 1) / row_blocks, width = (n + blocks - 1) / blocks;
+  return std::clamp((width + nr - 1) / nr * nr, nr, gemm_nc);
+}
 
 /// One mc x nc block of C, over every k-block in order (so each element's sum has one order).
 template <class T, isa I>
 GRPO_MODEL_INLINE void gemm_task(const gemm_args<T>& g, std::ptrdiff_t task, T* a_buffer) {
   constexpr std::ptrdiff_t mr = tile<T, I>::mr, nr = tile<T, I>::nr;
-  const std::ptrdiff_t m0 = task / g.col_blocks() * gemm_mc, n0 = task % g.col_blocks() * gemm_nc;
-  const std::ptrdiff_t rows = std::min(gemm_mc, g.m - m0), cols = std::min(gemm_nc, g.n - n0);
+  const std::ptrdiff_t m0 = task / g.col_blocks() * gemm_mc, n0 = task % g.col_blocks() * g.nc;
+  const std::ptrdiff_t rows = std::min(gemm_mc, g.m - m0), cols = std::min(g.nc, g.n - n0);
   for (std::ptrdiff_t k0 = 0; k0 < g.k; k0 += gemm_kc) {
     const std::ptrdiff_t kc = std::min(gemm_kc, g.k - k0);
     for (std::ptrdiff_t i0 = 0; i0 < rows; i0 += mr)
@@ -668,14 +679,17 @@ void pack(thread_pool* pool, isa kernels, matrix_view<T> b, std::ptrdiff_t k, st
 }
 
 /// C[m, n] = A[m, k] B (or C += A B with accumulate), B packed for the same instruction set.
-/// Parallel over mc x nc blocks of C when a pool is given; `scratch` needs one A buffer per
-/// thread. Each element's sum runs over k in the same order whatever m, the blocking or the
-/// thread count, so a row of C depends only on the same row of A.
+/// Parallel over mc x nc blocks of C when a pool is given (narrower column blocks when m is small,
+/// detail::column_block_width); `scratch` needs one A buffer per thread. Each element's sum runs
+/// over k in the same order whatever m, the blocking or the thread count, so a row of C depends
+/// only on the same row of A.
 template <class T>
 void gemm(thread_pool* pool, gemm_scratch<T>& scratch, std::ptrdiff_t m, matrix_view<T> a, const packed_matrix<T>& b,
           T* c, std::ptrdiff_t ldc, bool accumulate) {
   if (m == 0 || b.n == 0) return;
-  const detail::gemm_args<T> args{m, b.n, b.k, a, &b, c, ldc, accumulate};
+  const std::size_t threads = pool != nullptr ? pool->size() : 1;
+  const detail::gemm_args<T> args{
+      m, b.n, b.k, a, &b, c, ldc, accumulate, detail::column_block_width(m, b.n, b.nr, threads)};
   if (b.k == 0) {
     if (!accumulate)
       for (std::ptrdiff_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + b.n, T(0));

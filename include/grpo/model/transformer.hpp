@@ -641,12 +641,17 @@ class transformer {
     grow(kv_cache_, rows * row_cache);
 
     std::vector<row_state> states(static_cast<std::size_t>(rows));
-    const std::size_t threads = std::min<std::size_t>(pool_->size(), static_cast<std::size_t>(rows));
-    if (decode_.size() < threads) decode_.resize(threads);
-    pool_->parallel_for(threads, [&](std::size_t task, std::size_t) {
+    // Each thread decodes its share of the rows with serial products; with fewer rows than threads
+    // (batch 1) one decoder runs them all and its products use the whole pool, split by columns.
+    // Either way every product sums in the same order, so the tokens do not depend on the choice.
+    const bool pooled_products = static_cast<std::size_t>(rows) < pool_->size();
+    const std::size_t decoders =
+        pooled_products ? 1 : std::min<std::size_t>(pool_->size(), static_cast<std::size_t>(rows));
+    if (decode_.size() < decoders) decode_.resize(decoders);
+    const auto run_decoder = [&](std::size_t task) {
       decode_buffers& buffers = decode_[task];
       std::vector<row_state*> mine;
-      for (std::int64_t r = static_cast<std::int64_t>(task); r < rows; r += static_cast<std::int64_t>(threads)) {
+      for (std::int64_t r = static_cast<std::int64_t>(task); r < rows; r += static_cast<std::int64_t>(decoders)) {
         row_state& s = states[static_cast<std::size_t>(r)];
         const auto ru = static_cast<std::size_t>(r);
         const auto k = static_cast<std::size_t>(prefill_row[ru]);
@@ -663,8 +668,12 @@ class transformer {
         record(out[ru], s, logits, options, buffers.sort, step_logits);
         mine.push_back(&s);
       }
-      decode(mine, buffers, options, capacity, out, step_logits);
-    });
+      decode(mine, buffers, pooled_products ? pool_.get() : nullptr, options, capacity, out, step_logits);
+    };
+    if (pooled_products)
+      run_decoder(0);
+    else
+      pool_->parallel_for(decoders, [&](std::size_t task, std::size_t) { run_decoder(task); });
   }
 
   /// The cache of one row and layer: keys transposed, [kv_heads][head_dim][capacity] (the layout
@@ -683,10 +692,11 @@ class transformer {
     std::copy_n(key_value + kv, kv, keys + capacity * kv + position * kv);
   }
 
-  /// One thread's rows, one token per row per step until every row is done. Each step is the
-  /// training forward of one token per row, reading earlier keys and values from the cache.
-  void decode(std::vector<row_state*>& rows, decode_buffers& b, const sampling_options& options, std::int64_t capacity,
-              std::vector<sampled_completion>& out, std::vector<T>* step_logits) {
+  /// One decoder's rows, one token per row per step until every row is done. Each step is the
+  /// training forward of one token per row, reading earlier keys and values from the cache; its
+  /// products run on `pool` (nullptr: on the calling thread).
+  void decode(std::vector<row_state*>& rows, decode_buffers& b, thread_pool* pool, const sampling_options& options,
+              std::int64_t capacity, std::vector<sampled_completion>& out, std::vector<T>* step_logits) {
     const auto& c = config();
     const auto& layout = weights_.layout();
     const std::ptrdiff_t dm = d(), ff = f(), width = qkv_width(), q_dim = c.q_dim(), kv = c.kv_dim();
@@ -714,7 +724,7 @@ class transformer {
         const auto lu = static_cast<std::size_t>(l);
         for (std::ptrdiff_t i = 0; i < m; ++i)
           detail::rms_norm_row(b.x.data() + i * dm, w(o.input_layernorm), b.h.data() + i * dm, dm, c.rms_norm_eps);
-        gemm(nullptr, b.scratch, m, rows_of(b.h.data(), dm), packed_.qkv[lu], b.qkv.data(), width, false);
+        gemm(pool, b.scratch, m, rows_of(b.h.data(), dm), packed_.qkv[lu], b.qkv.data(), width, false);
         for (std::ptrdiff_t i = 0; i < m; ++i) {
           const row_state& s = *active[static_cast<std::size_t>(i)];
           T* row = b.qkv.data() + i * width;
@@ -728,19 +738,19 @@ class transformer {
                            s.position + 1, hd, scale(), b.probs.data(), b.attn.data() + i * q_dim + h * hd);
           }
         }
-        gemm(nullptr, b.scratch, m, rows_of(b.attn.data(), q_dim), packed_.o[lu], b.x.data(), dm, true);
+        gemm(pool, b.scratch, m, rows_of(b.attn.data(), q_dim), packed_.o[lu], b.x.data(), dm, true);
         for (std::ptrdiff_t i = 0; i < m; ++i)
           detail::rms_norm_row(b.x.data() + i * dm, w(o.post_attention_layernorm), b.h.data() + i * dm, dm,
                                c.rms_norm_eps);
-        gemm(nullptr, b.scratch, m, rows_of(b.h.data(), dm), packed_.gate_up[lu], b.gate_up.data(), 2 * ff, false);
+        gemm(pool, b.scratch, m, rows_of(b.h.data(), dm), packed_.gate_up[lu], b.gate_up.data(), 2 * ff, false);
         for (std::ptrdiff_t i = 0; i < m; ++i)
           detail::swiglu_row(b.gate_up.data() + i * 2 * ff, b.gate_up.data() + i * 2 * ff + ff, b.m.data() + i * ff,
                              ff);
-        gemm(nullptr, b.scratch, m, rows_of(b.m.data(), ff), packed_.down[lu], b.x.data(), dm, true);
+        gemm(pool, b.scratch, m, rows_of(b.m.data(), ff), packed_.down[lu], b.x.data(), dm, true);
       }
       for (std::ptrdiff_t i = 0; i < m; ++i)
         detail::rms_norm_row(b.x.data() + i * dm, w(layout.norm()), b.h.data() + i * dm, dm, c.rms_norm_eps);
-      gemm(nullptr, b.scratch, m, rows_of(b.h.data(), dm), packed_.lm_head, b.logits.data(), vocab, false);
+      gemm(pool, b.scratch, m, rows_of(b.h.data(), dm), packed_.lm_head, b.logits.data(), vocab, false);
       for (std::ptrdiff_t i = 0; i < m; ++i) {
         row_state& s = *active[static_cast<std::size_t>(i)];
         const std::span<const T> logits(b.logits.data() + i * vocab, static_cast<std::size_t>(vocab));
