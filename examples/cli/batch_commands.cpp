@@ -21,12 +21,11 @@
 #include <vector>
 
 #include "commands.hpp"
-#include "jsonl_input.hpp"
+#include "json_io.hpp"
 #include "grpo/advantages.hpp"
 #include "grpo/detail/json.hpp"
 #include "grpo/detail/random.hpp"
 #include "grpo/error.hpp"
-#include "grpo/safetensors.hpp"
 #include "grpo/train/batching.hpp"
 #include "grpo/train/communicator.hpp"
 #include "grpo/train/trainer.hpp"
@@ -38,17 +37,6 @@ namespace grpo::cli {
 namespace {
 
 namespace json = grpo::detail::json;
-
-std::string ids_json(std::span<const token_id> ids) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < ids.size(); ++i) out += (i ? ", " : "") + std::to_string(ids[i]);
-  return out + "]";
-}
-
-void write_text(const std::string& path, const std::string& text) {
-  safetensors::write_file_atomically(
-      path, std::span<const std::byte>(reinterpret_cast<const std::byte*>(text.data()), text.size()));
-}
 
 /// One line of the grad input: a prompt and a completion as token ids, whether the completion
 /// ended on a stop token, its reward and optionally its advantage.
@@ -130,7 +118,7 @@ int prompts_command(const train::train_config& c, const std::string& split, std:
     text += "{\"prompt\": " + json::quote(p.prompt) + ", \"answer\": " + json::quote(p.answer) +
             ", \"prompt_ids\": " + ids_json(codec->encode_prompt(p.prompt)) + "}\n";
   }
-  write_text(output, text);
+  train::write_text_file(output, text);
   std::cout << "wrote " << n << " " << split << " prompts of task " << task->name() << " -> " << output << std::endl;
   return 0;
 }
@@ -197,7 +185,7 @@ int grad_command(const train::train_config& c, const std::string& input, const s
                        ", \"loss_tokens\": " + json::number(batch.denominators.tokens) +
                        ", \"micro_batches\": " + std::to_string(micro_batches.size()) +
                        ", \"advantages\": " + adv_text + "], \"policy\": " + json::quote(policy.describe()) + "}\n";
-    write_text(output, text);
+    train::write_text_file(output, text);
     std::cout << "loss " << json::number(update.loss) << ", grad norm " << json::number(update.grad_norm) << " ("
               << rows.size() << " rows, " << micro_batches.size() << " micro-batches) with " << policy.describe()
               << " -> " << output << std::endl;

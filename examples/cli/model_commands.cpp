@@ -16,25 +16,19 @@
 #include <vector>
 
 #include "commands.hpp"
-#include "jsonl_input.hpp"
+#include "json_io.hpp"
 #include "grpo/concepts.hpp"
 #include "grpo/detail/json.hpp"
 #include "grpo/error.hpp"
 #include "grpo/hf/gguf_convert.hpp"
 #include "grpo/hf/tokenizer.hpp"
 #include "grpo/model/config.hpp"
-#include "grpo/safetensors.hpp"
+#include "grpo/train/checkpoint.hpp"
 #include "policies.hpp"
 
 namespace grpo::cli {
 
 namespace {
-
-std::string ids_json(std::span<const token_id> ids) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < ids.size(); ++i) out += (i ? ", " : "") + std::to_string(ids[i]);
-  return out + "]";
-}
 
 hf::tokenizer load_tokenizer(const std::filesystem::path& directory) {
   GRPO_CHECK(has_tokenizer(directory), io_error, "--model: ", (directory / "tokenizer.json").string(),
@@ -101,8 +95,7 @@ int score_command(const train::train_config& c, const std::string& input, const 
         text += "]}\n";
       }
     }
-    safetensors::write_file_atomically(
-        output, std::span<const std::byte>(reinterpret_cast<const std::byte*>(text.data()), text.size()));
+    train::write_text_file(output, text);
     std::cout << "scored " << rows.size() << " completions with " << policy.describe() << " -> " << output
               << std::endl;
     return 0;

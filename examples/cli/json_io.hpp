@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
-// The CLI's JSON Lines inputs (`grpo score`, `grpo grad`): one JSON object per non-blank line, each
-// error naming "FILE:LINE".
+// The CLI's JSON helpers: JSON Lines inputs (`grpo score`, `grpo grad`: one JSON object per
+// non-blank line, each error naming "FILE:LINE") and token ids written as a JSON array.
 #pragma once
 
 #include <cstddef>
 #include <fstream>
+#include <span>
 #include <string>
 
+#include "grpo/concepts.hpp"
 #include "grpo/detail/json.hpp"
 #include "grpo/error.hpp"
 
@@ -28,6 +30,13 @@ void for_each_jsonl_object(const std::string& path, RowFunction&& row) {
     row(v, where);
   }
   GRPO_CHECK(!in.bad(), io_error, path, ": read failed");
+}
+
+/// Token ids as a JSON array: "[1, 2, 3]".
+inline std::string ids_json(std::span<const token_id> ids) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < ids.size(); ++i) out += (i ? ", " : "") + std::to_string(ids[i]);
+  return out + "]";
 }
 
 }  // namespace grpo::cli
