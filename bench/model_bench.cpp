@@ -16,7 +16,8 @@
 //                       Counter: fed tokens/s (64 x 54 per iteration, the trainer's training tokens).
 // Sizes: "main" is the main job's model (examples/configs/default.toml [model], vocabulary 64 of the
 // built-in tokenizer); "large" is hidden 512, 8 layers, 8 heads (4 key/value heads).
-// Threads: GRPO_BENCH_THREADS, else every hardware thread.
+// Threads: GRPO_BENCH_THREADS, else every hardware thread. Kernels: GRPO_BENCH_ISA (generic, avx2 or avx512), else
+// the best this CPU runs; the counter `isa` reports them (0 generic, 1 avx2, 2 avx512).
 // `model_bench --export DIR` writes, for each size, DIR/<size>/{config.json, model.safetensors} (the
 // seeded float weights the benchmark times), DIR/<size>/shapes.json (the shapes above) and
 // DIR/<size>/check.json (a fixed small batch with our float and double logits) for the peer's checks.
@@ -31,6 +32,7 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -88,6 +90,16 @@ std::size_t thread_count() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
+isa bench_isa() {
+  const char* env = std::getenv("GRPO_BENCH_ISA");
+  if (env == nullptr || *env == '\0') return best_isa();
+  for (const isa kernels : {isa::generic, isa::avx2, isa::avx512})
+    if (std::string(env) == isa_name(kernels)) return kernels;
+  throw std::invalid_argument("GRPO_BENCH_ISA: expected generic, avx2 or avx512, got " + std::string(env));
+}
+
+transformer_options bench_options() { return transformer_options(thread_count(), bench_isa()); }
+
 parameters<float> seeded_weights(const transformer_config& config) {
   parameters<float> w(config);
   initialize(w, weight_seed);
@@ -118,7 +130,7 @@ sequence_batch train_batch(std::int64_t vocab) {
 }
 
 void generate_case(benchmark::State& state, const transformer_config& config, const generation_shape& shape) {
-  transformer<float> model(seeded_weights(config), transformer_options(thread_count()));
+  transformer<float> model(seeded_weights(config), bench_options());
   const auto prompts = bench_prompts(shape.prompts, config.vocab_size);
   sampling_options options;
   options.temperature = 1.0;
@@ -133,10 +145,11 @@ void generate_case(benchmark::State& state, const transformer_config& config, co
   state.counters["tokens_per_second"] =
       benchmark::Counter(tokens * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
   state.counters["threads"] = static_cast<double>(model.pool()->size());
+  state.counters["isa"] = static_cast<double>(model.kernels());
 }
 
 void train_step_case(benchmark::State& state, const transformer_config& config) {
-  transformer<float> model(seeded_weights(config), transformer_options(thread_count()));
+  transformer<float> model(seeded_weights(config), bench_options());
   parameters<float> grads(config);
   const auto batch = train_batch(config.vocab_size);
   const auto& b = model.backend();
@@ -168,6 +181,7 @@ void train_step_case(benchmark::State& state, const transformer_config& config) 
   state.counters["tokens_per_second"] =
       benchmark::Counter(tokens * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
   state.counters["threads"] = static_cast<double>(model.pool()->size());
+  state.counters["isa"] = static_cast<double>(model.kernels());
 }
 
 // ---- --export ------------------------------------------------------------------------------------------------

@@ -322,10 +322,15 @@ def main():
     parser.add_argument("--min-time", type=float, default=2.0, help="seconds to time each case at least")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each case at least")
     parser.add_argument("--gen-batches", help="comma-separated generation batch sizes (rows) to time, "
-                        "of those in shapes.json; default: all")
+                        "of those in shapes.json, or none (the train step only); default: all")
     parser.add_argument("--check-only", action="store_true", help="only compare the logits")
     args = parser.parse_args()
-    gen_batches = None if args.gen_batches is None else {int(b) for b in args.gen_batches.split(",")}
+    if args.gen_batches is None:
+        gen_batches = None
+    elif args.gen_batches == "none":
+        gen_batches = set()
+    else:
+        gen_batches = {int(b) for b in args.gen_batches.split(",")}
     torch.set_num_threads(args.threads)
     blas = blas_in_use()
     for name in args.sizes.split(","):

@@ -10,7 +10,8 @@
 # training step (issue 4); generation tok/s at batch 1 and 64 recorded (issue 14). Run it on a quiet machine: with
 # other processes on the cores, torch's OpenMP threads (which spin while waiting) lose far more than our pool does.
 # Environment: GRPO_BENCH_THREADS (default: nproc), GRPO_BENCH_SIZES (default: main,large),
-# GRPO_BENCH_GEN_BATCHES (generation batch sizes among 1,64,128; default: all three),
+# GRPO_BENCH_GEN_BATCHES (generation batch sizes among 1,64,128, or none for the train step only; default: all three),
+# GRPO_BENCH_ISA (our kernels: generic, avx2 or avx512; default: the best the CPU runs),
 # GRPO_BENCH_MIN_TIME (seconds per case and repetition, default 2), GRPO_BENCH_BUILD_DIR (default: build/bench).
 set -euo pipefail
 
@@ -19,8 +20,8 @@ build=${GRPO_BENCH_BUILD_DIR:-$root/build/bench}
 threads=${GRPO_BENCH_THREADS:-$(nproc)}
 sizes=${GRPO_BENCH_SIZES:-main,large}
 gen_batches=${GRPO_BENCH_GEN_BATCHES:-1,64,128}
-if [[ ! $gen_batches =~ ^(1|64|128)(,(1|64|128))*$ ]]; then
-  echo "run_model.sh: GRPO_BENCH_GEN_BATCHES: a comma-separated list of 1, 64 and 128, got '$gen_batches'" >&2
+if [[ ! $gen_batches =~ ^((1|64|128)(,(1|64|128))*|none)$ ]]; then
+  echo "run_model.sh: GRPO_BENCH_GEN_BATCHES: a comma-separated list of 1, 64 and 128, or none, got '$gen_batches'" >&2
   exit 2
 fi
 min_time=${GRPO_BENCH_MIN_TIME:-2}
@@ -62,11 +63,12 @@ import sys
 
 data, sizes, gen_batches, threads = sys.argv[1:]
 ours_path, torch_path = os.path.join(data, "ours.json"), os.path.join(data, "torch.jsonl")
-batches = [int(b) for b in gen_batches.split(",")]
-ours = {}
+batches = [] if gen_batches == "none" else [int(b) for b in gen_batches.split(",")]
+ours, isa = {}, ""
 for b in json.load(open(ours_path))["benchmarks"]:
     if b.get("aggregate_name") == "median":
         ours[b["run_name"].removesuffix("/real_time")] = b["tokens_per_second"]
+        isa = ["generic", "avx2", "avx512"][round(b["isa"])]
 theirs, blas, checks = {}, "", {}
 for line in open(torch_path):
     r = json.loads(line)
@@ -84,7 +86,8 @@ def cell(case):
     return f"{a:,.0f} | {b:,.0f} | {a / b:.2f}x"
 
 
-print(f"\nThreads: {threads} (ours and torch). torch BLAS: {blas}. Median of 3 runs each. Train step = forward + "
+print(f"\nThreads: {threads} (ours and torch). Our kernels: {isa}. torch BLAS: {blas}. Median of 3 runs each. "
+      "Train step = forward + "
       "loss + backward, no optimizer; tokens/s counts generated tokens (generation) and fed tokens (train).\n")
 print("| model size | case | tok/s ours | torch | ratio |")
 print("|---|---|---:|---:|---:|")

@@ -17,8 +17,9 @@ using namespace grpo::testing;
 namespace {
 
 std::vector<isa> instruction_sets() {
-  std::vector<isa> out{isa::generic};
-  if (best_isa() == isa::avx2) out.push_back(isa::avx2);
+  std::vector<isa> out;
+  for (const isa kernels : {isa::generic, isa::avx2, isa::avx512})
+    if (supported(kernels)) out.push_back(kernels);
   return out;
 }
 
@@ -107,13 +108,14 @@ TEST_CASE("model kernels: blocked matrix product against plain loops", "[model][
 }
 
 TEST_CASE("model kernels: float products on odd shapes against plain loops", "[model][kernels]") {
-  // Every edge of the float register tiles (mr 4 or 6, nr 8 or 16): 1 x 1, rows and columns past
-  // one tile, k of 1, 3 and past kc = 256. Bound: an fma chain of k terms errs by at most
-  // (k + 1) u sum |a b| (u = 2^-24), one more u for the accumulate add. On AVX2 the bits are also
-  // exactly those of scalar fma chains from 0, one per k-block of gemm_kc, added to c in order.
+  // Every edge of the float register tiles (mr 4, 6 or 12, nr 8, 16 or 32): 1 x 1, rows and
+  // columns past one tile, k of 1, 3 and past kc = 256. Bound: an fma chain of k terms errs by at
+  // most (k + 1) u sum |a b| (u = 2^-24), one more u for the accumulate add. On AVX2 and AVX-512
+  // the bits are also exactly those of scalar fma chains from 0, one per k-block of gemm_kc, added
+  // to c in order.
   thread_pool pool(2);
   for (const isa kernels : instruction_sets())
-    for (const auto& [m, n] : std::vector<std::array<std::ptrdiff_t, 2>>{{1, 1}, {5, 17}, {7, 33}})
+    for (const auto& [m, n] : std::vector<std::array<std::ptrdiff_t, 2>>{{1, 1}, {5, 17}, {7, 33}, {13, 47}, {25, 65}})
       for (const std::ptrdiff_t k : {1, 3, 257})
         for (const bool a_transposed : {false, true})
           for (const bool accumulate : {false, true})
@@ -146,7 +148,7 @@ TEST_CASE("model kernels: float products on odd shapes against plain loops", "[m
                   const double bound = static_cast<double>(k + 2) * std::ldexp(1.0, -24) * magnitude;
                   INFO("m " << m << " n " << n << " k " << k << " (" << i << ", " << j << ")");
                   REQUIRE(std::abs(static_cast<double>(c[at]) - exact) <= bound);
-                  if (kernels == isa::avx2) REQUIRE(c[at] == chained);
+                  if (kernels != isa::generic) REQUIRE(c[at] == chained);
                 }
             }
 }
@@ -286,6 +288,39 @@ TEST_CASE("model fast: results do not depend on the thread count", "[model][fast
   CHECK(grads[0] == grads[2]);
 }
 
+TEST_CASE("model fast: every instruction set with fma gives the same bits", "[model][fast]") {
+  // AVX2 and AVX-512 run the same fma chains (the AVX-512 tile is wider, attention is shared), so
+  // logits, gradients and sampled tokens with their log-probs are bit for bit equal.
+  if (!supported(isa::avx512)) {
+    WARN("AVX-512 is not available on this CPU: only AVX2 runs");
+    return;
+  }
+  parameters<float> w(odd_config(true, true));
+  initialize(w, 51, 0.2);
+  const auto batch = random_batch(w.config().vocab_size, 52);
+  const auto d = uniform(6 * 140 * 37, -1.0, 1.0, 53);
+  const std::vector<float> d_logits(d.begin(), d.end());
+  std::vector<std::vector<float>> logits, grads;
+  std::vector<std::vector<sampled_completion>> samples;
+  for (const isa kernels : {isa::avx2, isa::avx512}) {
+    transformer<float> model(w, {2, kernels});
+    logits.push_back(model.forward(batch).raw().data);
+    parameters<float> g(w.config());
+    model.backward(std::span<const float>(d_logits), g);
+    grads.emplace_back(g.values().begin(), g.values().end());
+    sampling_options options;
+    options.max_new_tokens = 30;
+    samples.push_back(model.generate(batch.prompts, options, 54, 3));
+  }
+  CHECK(logits[0] == logits[1]);
+  CHECK(grads[0] == grads[1]);
+  REQUIRE(samples[0].size() == samples[1].size());
+  for (std::size_t r = 0; r < samples[0].size(); ++r) {
+    CHECK(samples[0][r].tokens == samples[1][r].tokens);
+    CHECK(samples[0][r].full_logprobs == samples[1][r].full_logprobs);
+  }
+}
+
 TEST_CASE("model fast: forward without activations, accumulation, errors", "[model][fast]") {
   parameters<float> w(odd_config(false, false));
   initialize(w, 51, 0.2);
@@ -318,8 +353,11 @@ TEST_CASE("model fast: forward without activations, accumulation, errors", "[mod
   parameters<float> other(odd_config(true, false));
   require_error([&] { model.backward(logits, other); }, {"grads", "config"});
   require_error([&] { (void)model.forward(sequence_batch{{{1}}, {{99}}}); }, {"batch.completions", "99"});
-  if (best_isa() == isa::generic)
-    require_error([&] { transformer<float> bad(w, {1, isa::avx2}); }, {"options.kernels"});
+  for (const isa kernels : {isa::avx2, isa::avx512})
+    if (!supported(kernels))
+      require_error([&] { transformer<float> bad(w, {1, kernels}); }, {"options.kernels", isa_name(kernels)});
+  require_error([&] { transformer<float> bad(w, {1, static_cast<isa>(7)}); },
+                {"options.kernels", "unknown", "not available"});
   // Weights can change between calls: the next forward uses them.
   model.weights()["model.norm.weight"][0] = 3.0f;
   transformer<float> fresh(model.weights(), {1});

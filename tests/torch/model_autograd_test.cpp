@@ -247,8 +247,9 @@ void compare(const our_result& ours, const at::Tensor& logits, const torch_model
 }
 
 std::vector<isa> instruction_sets() {
-  std::vector<isa> out{isa::generic};
-  if (best_isa() == isa::avx2) out.push_back(isa::avx2);
+  std::vector<isa> out;
+  for (const isa kernels : {isa::generic, isa::avx2, isa::avx512})
+    if (supported(kernels)) out.push_back(kernels);
   return out;
 }
 
@@ -277,7 +278,7 @@ TEST_CASE("model vs LibTorch autograd: logits and every parameter's gradient in 
       SECTION("fast path") {
         for (const isa kernels : instruction_sets())
           for (const std::size_t threads : {1u, 2u}) {
-            INFO("isa " << (kernels == isa::avx2 ? "avx2" : "generic") << ", threads " << threads);
+            INFO("isa " << isa_name(kernels) << ", threads " << threads);
             compare(run_fast(w, batch, coef, kernels, threads), logits, torch, 1e-12, 1e-12);
           }
       }

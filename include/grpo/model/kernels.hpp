@@ -3,10 +3,13 @@
 // style of BLIS (Van Zee and van de Geijn, ACM TOMS 2015) with the packing of Goto and van de Geijn
 // (ACM TOMS 2008): B packed into k-blocks of nr-wide panels, A into mr-tall panels, an mr x nr
 // register tile updated by a fully unrolled loop that the compiler vectorizes, except float on
-// AVX2 + FMA: a 6 x 16 tile in intrinsics, the design of BLIS's Haswell sgemm kernel; attention
-// built on the same tile; normalization, rotary embedding and activation kernels.
-// Runtime dispatch: on x86-64 with GCC or Clang the hot loops are also compiled for AVX2+FMA (a
-// function attribute, no global flags) and chosen once by cpuid; elsewhere the generic build runs.
+// AVX2 + FMA: a 6 x 16 tile in intrinsics, the design of BLIS's Haswell sgemm kernel, and float on
+// AVX-512: a 12 x 32 tile (24 of the 32 zmm registers accumulate); attention built on the same
+// tile; normalization, rotary embedding and activation kernels.
+// Runtime dispatch: on x86-64 with GCC or Clang the hot loops are also compiled for AVX2+FMA and
+// AVX-512 (function attributes, no global flags) and chosen once by cpuid; elsewhere the generic
+// build runs. The AVX-512 build widens the matrix products only; attention and cached decoding
+// run the AVX2 kernels. Every float sum is the same fma chain on both, so their bits are equal.
 // Reproducibility: every output element is computed by one task with a reduction order that
 // depends only on the inner dimension, so results do not depend on the thread count, the tiling or
 // the other rows of the batch; that is what makes sampled log-probs equal training log-probs.
@@ -15,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <type_traits>
 #include <vector>
 
@@ -23,6 +27,7 @@
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define GRPO_MODEL_X86_DISPATCH 1
 #define GRPO_MODEL_AVX2 [[gnu::target("avx2,fma")]]
+#define GRPO_MODEL_AVX512 [[gnu::target("avx512f,avx2,fma")]]
 #else
 #define GRPO_MODEL_X86_DISPATCH 0
 #endif
@@ -43,16 +48,40 @@ namespace grpo::model {
 enum class isa {
   generic,  ///< whatever the compiler targets by default (SSE2 on x86-64)
   avx2,     ///< AVX2 + FMA, x86-64 with GCC or Clang only
+  avx512,   ///< AVX-512F (with AVX2 + FMA) for the matrix products, x86-64 with GCC or Clang only
 };
 
 /// The best instruction set this CPU and build support (decided once).
 inline isa best_isa() {
 #if GRPO_MODEL_X86_DISPATCH
-  static const isa chosen = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? isa::avx2 : isa::generic;
+  static const isa chosen = [] {
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return isa::generic;
+    return __builtin_cpu_supports("avx512f") ? isa::avx512 : isa::avx2;
+  }();
   return chosen;
 #else
   return isa::generic;
 #endif
+}
+
+/// Whether this CPU and build run `kernels` (each instruction set includes the ones before it).
+inline bool supported(isa kernels) {
+  switch (kernels) {
+    case isa::generic: return true;
+    case isa::avx2: return best_isa() != isa::generic;
+    case isa::avx512: return best_isa() == isa::avx512;
+  }
+  return false;
+}
+
+/// The instruction set's name, as the benchmarks and error messages print it.
+inline const char* isa_name(isa kernels) {
+  switch (kernels) {
+    case isa::generic: return "generic";
+    case isa::avx2: return "avx2";
+    case isa::avx512: return "avx512";
+  }
+  return "unknown";
 }
 
 /// A read-only strided matrix: element (i, j) at data[i * row_stride + j * col_stride].
@@ -68,23 +97,25 @@ namespace detail {
 
 /// Register tile mr x nr of the matrix-product micro-kernel for a scalar type and instruction set:
 /// two vector registers wide; float on AVX2 six rows tall (12 accumulators, the 6 x 16 intrinsics
-/// kernel below), otherwise four (all the auto-vectorized loop holds in registers without spilling).
+/// kernel below), float on AVX-512 twelve (24 of 32 registers, the 12 x 32 kernel), otherwise four
+/// (all the auto-vectorized loop holds in registers without spilling).
 template <class T, isa I>
 struct tile {
-  static constexpr bool intrinsics = I == isa::avx2 && std::is_same_v<T, float>;
-  static constexpr std::ptrdiff_t mr = intrinsics ? 6 : 4;
-  static constexpr std::ptrdiff_t nr = (I == isa::avx2 ? 32 : 16) / static_cast<std::ptrdiff_t>(sizeof(T)) * 2;
+  static constexpr bool intrinsics = I != isa::generic && std::is_same_v<T, float>;
+  static constexpr std::ptrdiff_t mr = intrinsics ? (I == isa::avx512 ? 12 : 6) : 4;
+  static constexpr std::ptrdiff_t nr =
+      (I == isa::avx512 ? 64 : I == isa::avx2 ? 32 : 16) / static_cast<std::ptrdiff_t>(sizeof(T)) * 2;
 };
 
 /// Cache blocking: an mc x kc block of A stays in L2, a kc x nr panel of B in L1. mc is a multiple
-/// of every mr (4 and 6); attention packs at most 8 rows.
+/// of every mr (4, 6 and 12); attention packs at most 8 rows (it runs the AVX2 tile at most).
 inline constexpr std::ptrdiff_t gemm_mc = 72;
 inline constexpr std::ptrdiff_t gemm_kc = 256;
 inline constexpr std::ptrdiff_t gemm_nc = 4096;
 
 template <isa I, class T>
 GRPO_MODEL_INLINE T madd(T a, T b, T c) {
-  if constexpr (I == isa::avx2)
+  if constexpr (I != isa::generic)
     return std::fma(a, b, c);
   else
     return a * b + c;
@@ -132,6 +163,10 @@ GRPO_MODEL_INLINE void pack_b_panel(matrix_view<T> b, std::ptrdiff_t k0, std::pt
   constexpr std::ptrdiff_t nr = tile<T, I>::nr;
   const std::ptrdiff_t cols = std::min(nr, n - j0);
   if (b.col_stride == 1) {
+    if (cols == nr) {  // a full panel: fixed-size row copies, inlined as vector moves (not a library call each)
+      for (std::ptrdiff_t kk = 0; kk < kc; ++kk) std::copy_n(&b(k0 + kk, j0), nr, out + kk * nr);
+      return;
+    }
     for (std::ptrdiff_t kk = 0; kk < kc; ++kk) {
       const T* src = &b(k0 + kk, j0);
       T* dst = out + kk * nr;
@@ -153,12 +188,49 @@ GRPO_MODEL_INLINE void pack_b_task(matrix_view<T> b, packed_matrix<T>& out, std:
   pack_b_panel<T, I>(b, k0, kc, j0, out.n, out.data.data() + k0 * out.padded_n() + (j0 / nr) * kc * nr);
 }
 
+#if GRPO_MODEL_X86_DISPATCH
+/// pack_a of a full tile of a row-major float A (mr a multiple of 4): 4 x 4 blocks loaded as rows
+/// and transposed in SSE registers (x86-64's baseline), four times fewer loads and stores than one
+/// value at a time.
+template <std::ptrdiff_t mr>
+GRPO_MODEL_INLINE void pack_a_rows_by_four(const float* a, std::ptrdiff_t lda, std::ptrdiff_t kc, float* out) {
+  static_assert(mr % 4 == 0);
+  for (std::ptrdiff_t i0 = 0; i0 < mr; i0 += 4) {
+    const float* row = a + i0 * lda;
+    std::ptrdiff_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+      __m128 x0 = _mm_loadu_ps(row + k), x1 = _mm_loadu_ps(row + lda + k);
+      __m128 x2 = _mm_loadu_ps(row + 2 * lda + k), x3 = _mm_loadu_ps(row + 3 * lda + k);
+      _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+      _mm_storeu_ps(out + k * mr + i0, x0);
+      _mm_storeu_ps(out + (k + 1) * mr + i0, x1);
+      _mm_storeu_ps(out + (k + 2) * mr + i0, x2);
+      _mm_storeu_ps(out + (k + 3) * mr + i0, x3);
+    }
+    for (; k < kc; ++k)
+      for (std::ptrdiff_t i = 0; i < 4; ++i) out[k * mr + i0 + i] = row[i * lda + k];
+  }
+}
+#endif
+
 /// Packs `rows` <= mr rows of a (k < kc) as the micro-kernel reads them: out[k * mr + i], rows
 /// beyond `rows` zero.
 template <class T, isa I>
 GRPO_MODEL_INLINE void pack_a(matrix_view<T> a, std::ptrdiff_t rows, std::ptrdiff_t kc, T* out) {
   constexpr std::ptrdiff_t mr = tile<T, I>::mr;
+#if GRPO_MODEL_X86_DISPATCH
+  if constexpr (std::is_same_v<T, float> && mr % 4 == 0) {
+    if (rows == mr && a.col_stride == 1 && a.row_stride != 1) {
+      pack_a_rows_by_four<mr>(a.data, a.row_stride, kc, out);
+      return;
+    }
+  }
+#endif
   if (a.row_stride == 1) {  // A transposed in memory: the mr values of one k are adjacent
+    if (rows == mr) {  // a full tile: mr-value copies the compiler vectorizes (no per-value test)
+      for (std::ptrdiff_t k = 0; k < kc; ++k) std::copy_n(a.data + k * a.col_stride, mr, out + k * mr);
+      return;
+    }
     for (std::ptrdiff_t k = 0; k < kc; ++k) {
       const T* src = a.data + k * a.col_stride;
       for (std::ptrdiff_t i = 0; i < mr; ++i) out[k * mr + i] = i < rows ? src[i] : T(0);
@@ -285,6 +357,76 @@ GRPO_MODEL_AVX2 [[gnu::noinline]] void micro_kernel_avx2(std::ptrdiff_t kc, cons
   else
     micro_kernel<T, isa::avx2>(kc, a, b, ldb, c, ldc, rows, cols, accumulate);
 }
+
+/// micro_kernel for float on AVX-512, R <= 12 rows of the 12 x 32 tile (a packed 12 rows per k),
+/// with the same contract and bits as the AVX2 kernel. Per k: two vectors of b, R broadcasts of a,
+/// 2R fmas into 2R accumulators; at R = 12, 24 independent chains cover the fma latency times two
+/// pipes with 27 of the 32 zmm registers in use. Only the rows present are computed, so decoding a
+/// few rows costs no more fmas than it needs. Columns beyond `cols` are computed (b is readable)
+/// and masked off at the store.
+template <int R>
+GRPO_MODEL_AVX512 GRPO_MODEL_INLINE void micro_kernel_avx512_rows(std::ptrdiff_t kc, const float* a, const float* b,
+                                                                  std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc,
+                                                                  std::ptrdiff_t cols, bool accumulate) {
+  __m512 low[R], high[R];
+#pragma GCC unroll 12
+  for (int i = 0; i < R; ++i) low[i] = high[i] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+  for (std::ptrdiff_t k = 0; k < kc; ++k) {
+    const float* ak = a + k * 12;
+    const __m512 b0 = _mm512_loadu_ps(b + k * ldb), b1 = _mm512_loadu_ps(b + k * ldb + 16);
+    // b's row 16 steps ahead into L1 (5-10% on the products of the training step; the first row tile of a
+    // panel reads it from L2 or L3). A prefetch never faults, so running past the panel's end is harmless.
+    const auto ahead = reinterpret_cast<std::uintptr_t>(b + k * ldb) + 16 * sizeof(float) * static_cast<std::size_t>(ldb);
+    _mm_prefetch(reinterpret_cast<const char*>(ahead), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(ahead + 16 * sizeof(float)), _MM_HINT_T0);
+#pragma GCC unroll 12
+    for (int i = 0; i < R; ++i) {
+      const __m512 ai = _mm512_set1_ps(ak[i]);
+      low[i] = _mm512_fmadd_ps(ai, b0, low[i]);
+      high[i] = _mm512_fmadd_ps(ai, b1, high[i]);
+    }
+  }
+  const auto mask_of = [](std::ptrdiff_t n) {
+    return static_cast<__mmask16>(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1u);
+  };
+  const __mmask16 low_mask = mask_of(cols), high_mask = mask_of(cols - 16);
+#pragma GCC unroll 12
+  for (int i = 0; i < R; ++i) {
+    float* ci = c + i * ldc;
+    if (accumulate) {
+      low[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(low_mask, ci), low[i]);
+      high[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(high_mask, ci + 16), high[i]);
+    }
+    _mm512_mask_storeu_ps(ci, low_mask, low[i]);
+    _mm512_mask_storeu_ps(ci + 16, high_mask, high[i]);
+  }
+}
+
+template <class T>
+GRPO_MODEL_AVX512 [[gnu::noinline]] void micro_kernel_avx512(std::ptrdiff_t kc, const T* a, const T* b,
+                                                             std::ptrdiff_t ldb, T* c, std::ptrdiff_t ldc,
+                                                             std::ptrdiff_t rows, std::ptrdiff_t cols,
+                                                             bool accumulate) {
+  if constexpr (tile<T, isa::avx512>::intrinsics) {
+    switch (rows) {
+      case 1: return micro_kernel_avx512_rows<1>(kc, a, b, ldb, c, ldc, cols, accumulate);
+      case 2: return micro_kernel_avx512_rows<2>(kc, a, b, ldb, c, ldc, cols, accumulate);
+      case 3: return micro_kernel_avx512_rows<3>(kc, a, b, ldb, c, ldc, cols, accumulate);
+      case 4: return micro_kernel_avx512_rows<4>(kc, a, b, ldb, c, ldc, cols, accumulate);
+      case 5: return micro_kernel_avx512_rows<5>(kc, a, b, ldb, c, ldc, cols, accumulate);
+      case 6: return micro_kernel_avx512_rows<6>(kc, a, b, ldb, c, ldc, cols, accumulate);
+      case 7: return micro_kernel_avx512_rows<7>(kc, a, b, ldb, c, ldc, cols, accumulate);
+      case 8: return micro_kernel_avx512_rows<8>(kc, a, b, ldb, c, ldc, cols, accumulate);
+      case 9: return micro_kernel_avx512_rows<9>(kc, a, b, ldb, c, ldc, cols, accumulate);
+      case 10: return micro_kernel_avx512_rows<10>(kc, a, b, ldb, c, ldc, cols, accumulate);
+      case 11: return micro_kernel_avx512_rows<11>(kc, a, b, ldb, c, ldc, cols, accumulate);
+      default: return micro_kernel_avx512_rows<12>(kc, a, b, ldb, c, ldc, cols, accumulate);
+    }
+  } else {
+    micro_kernel<T, isa::avx512>(kc, a, b, ldb, c, ldc, rows, cols, accumulate);
+  }
+}
 #endif
 
 template <class T, isa I>
@@ -294,6 +436,9 @@ GRPO_MODEL_INLINE void call_micro_kernel(std::ptrdiff_t kc, const T* a, const T*
 #if GRPO_MODEL_X86_DISPATCH
   if constexpr (I == isa::avx2) {
     micro_kernel_avx2<T>(kc, a, b, ldb, c, ldc, rows, cols, accumulate);
+    return;
+  } else if constexpr (I == isa::avx512) {
+    micro_kernel_avx512<T>(kc, a, b, ldb, c, ldc, rows, cols, accumulate);
     return;
   }
 #endif
@@ -611,11 +756,16 @@ template <class T>
 GRPO_MODEL_AVX2 void attention_backward_avx2(const attention_args<T>& a) {
   attention_backward_impl<T, isa::avx2>(a);
 }
+template <class T>
+GRPO_MODEL_AVX512 void gemm_task_avx512(const gemm_args<T>& g, std::ptrdiff_t task, T* a_buffer) {
+  gemm_task<T, isa::avx512>(g, task, a_buffer);
+}
 #endif
 
 template <class T>
 void gemm_task(isa kernels, const gemm_args<T>& g, std::ptrdiff_t task, T* a_buffer) {
 #if GRPO_MODEL_X86_DISPATCH
+  if (kernels == isa::avx512) return gemm_task_avx512(g, task, a_buffer);
   if (kernels == isa::avx2) return gemm_task_avx2(g, task, a_buffer);
 #endif
   gemm_task<T, isa::generic>(g, task, a_buffer);
@@ -625,7 +775,7 @@ template <class T>
 void attend(isa kernels, const T* q, const T* kt, std::ptrdiff_t ld, const T* v, std::ptrdiff_t v_stride,
             std::ptrdiff_t n, std::ptrdiff_t head_dim, T scale, T* probs, T* out) {
 #if GRPO_MODEL_X86_DISPATCH
-  if (kernels == isa::avx2) return attend_avx2(q, kt, ld, v, v_stride, n, head_dim, scale, probs, out);
+  if (kernels != isa::generic) return attend_avx2(q, kt, ld, v, v_stride, n, head_dim, scale, probs, out);
 #endif
   attend_impl<T, isa::generic>(q, kt, ld, v, v_stride, n, head_dim, scale, probs, out);
 }
@@ -633,7 +783,7 @@ void attend(isa kernels, const T* q, const T* kt, std::ptrdiff_t ld, const T* v,
 template <class T>
 void attention_forward(isa kernels, const attention_args<T>& a) {
 #if GRPO_MODEL_X86_DISPATCH
-  if (kernels == isa::avx2) return attention_forward_avx2(a);
+  if (kernels != isa::generic) return attention_forward_avx2(a);
 #endif
   attention_forward_impl<T, isa::generic>(a);
 }
@@ -641,14 +791,16 @@ void attention_forward(isa kernels, const attention_args<T>& a) {
 template <class T>
 void attention_backward(isa kernels, const attention_args<T>& a) {
 #if GRPO_MODEL_X86_DISPATCH
-  if (kernels == isa::avx2) return attention_backward_avx2(a);
+  if (kernels != isa::generic) return attention_backward_avx2(a);
 #endif
   attention_backward_impl<T, isa::generic>(a);
 }
 
 template <class T>
 constexpr std::ptrdiff_t panel_width(isa kernels) {
-  return kernels == isa::avx2 ? tile<T, isa::avx2>::nr : tile<T, isa::generic>::nr;
+  return kernels == isa::avx512 ? tile<T, isa::avx512>::nr
+         : kernels == isa::avx2 ? tile<T, isa::avx2>::nr
+                                : tile<T, isa::generic>::nr;
 }
 
 }  // namespace detail
@@ -666,7 +818,9 @@ void pack(thread_pool* pool, isa kernels, matrix_view<T> b, std::ptrdiff_t k, st
   const std::ptrdiff_t panels = out.padded_n() / out.nr, blocks = (k + detail::gemm_kc - 1) / detail::gemm_kc;
   const auto task = [&](std::size_t t, std::size_t) {
     const auto i = static_cast<std::ptrdiff_t>(t);
-    if (kernels == isa::avx2)
+    if (kernels == isa::avx512)
+      detail::pack_b_task<T, isa::avx512>(b, out, i);
+    else if (kernels == isa::avx2)
       detail::pack_b_task<T, isa::avx2>(b, out, i);
     else
       detail::pack_b_task<T, isa::generic>(b, out, i);

@@ -69,8 +69,8 @@ class transformer {
       : weights_(std::move(weights)),
         kernels_(options.kernels),
         pool_(options.pool ? std::move(options.pool) : std::make_shared<thread_pool>(options.threads)) {
-    GRPO_CHECK(kernels_ == isa::generic || best_isa() == isa::avx2, config_error,
-               "options.kernels: AVX2 + FMA is not available on this CPU or build");
+    GRPO_CHECK(supported(kernels_), config_error, "options.kernels: ", isa_name(kernels_),
+               " is not available on this CPU or build (best: ", isa_name(best_isa()), ")");
     const auto& c = config();
     const std::int64_t half = c.head_dim() / 2;
     cos_.resize(static_cast<std::size_t>(c.max_position_embeddings * half));
