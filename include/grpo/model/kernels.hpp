@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -164,7 +165,7 @@ GRPO_MODEL_INLINE void pack_b_panel(matrix_view<T> b, std::ptrdiff_t k0, std::pt
   const std::ptrdiff_t cols = std::min(nr, n - j0);
   if (b.col_stride == 1) {
     if (cols == nr) {  // a full panel: fixed-size row copies, inlined as vector moves (not a library call each)
-      for (std::ptrdiff_t kk = 0; kk < kc; ++kk) std::copy_n(&b(k0 + kk, j0), nr, out + kk * nr);
+      for (std::ptrdiff_t kk = 0; kk < kc; ++kk) std::memcpy(out + kk * nr, &b(k0 + kk, j0), nr * sizeof(T));
       return;
     }
     for (std::ptrdiff_t kk = 0; kk < kc; ++kk) {
@@ -227,8 +228,8 @@ GRPO_MODEL_INLINE void pack_a(matrix_view<T> a, std::ptrdiff_t rows, std::ptrdif
   }
 #endif
   if (a.row_stride == 1) {  // A transposed in memory: the mr values of one k are adjacent
-    if (rows == mr) {  // a full tile: mr-value copies the compiler vectorizes (no per-value test)
-      for (std::ptrdiff_t k = 0; k < kc; ++k) std::copy_n(a.data + k * a.col_stride, mr, out + k * mr);
+    if (rows == mr) {  // a full tile: fixed-size copies, inlined as vector moves (no per-value test or call)
+      for (std::ptrdiff_t k = 0; k < kc; ++k) std::memcpy(out + k * mr, a.data + k * a.col_stride, mr * sizeof(T));
       return;
     }
     for (std::ptrdiff_t k = 0; k < kc; ++k) {
