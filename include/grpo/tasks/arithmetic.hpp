@@ -186,11 +186,14 @@ inline std::string arithmetic_reasoning(std::int64_t a, char op, std::int64_t b)
 inline problem make_arithmetic_problem(std::int64_t a, char op, std::int64_t b, double teacher_errors = 0) {
   const std::string answer = std::to_string(arithmetic_result(a, op, b));
   GRPO_CHECK(teacher_errors == 0 || op == '+', value_error, "teacher_errors: applies to '+' only, got op '", op, "'");
-  std::string reasoning = arithmetic_reasoning(a, op, b), written = answer;
+  std::string reasoning, written;
   if (teacher_errors > 0) {
-    detail::worked_solution teacher = detail::addition_steps(a, b, teacher_errors);
+    const detail::worked_solution teacher = detail::addition_steps(a, b, teacher_errors);
     reasoning = detail::join_lines(teacher.lines);
     written = std::to_string(teacher.result);
+  } else {
+    reasoning = arithmetic_reasoning(a, op, b);
+    written = answer;
   }
   std::string demonstration = std::string(think_open) + reasoning + std::string(think_close) +
                               std::string(answer_open) + written + std::string(answer_close);
