@@ -288,75 +288,70 @@ template <class T>
   micro_kernel<T, isa::generic>(kc, a, b, ldb, c, ldc, rows, cols, accumulate);
 }
 #if GRPO_MODEL_X86_DISPATCH
-/// micro_kernel for float on AVX2 + FMA, 6 x 16, with the same contract and the same bits (each
-/// element an fma chain from 0 in k order, then added to c when accumulating). Per k: two vectors
-/// of b, six broadcasts of a, twelve fmas into twelve accumulators: enough independent chains to
-/// cover the fma latency times the two fma pipes, with 15 of the 16 ymm registers in use (the
-/// register budget of BLIS's Haswell sgemm kernel). Written with intrinsics because the
-/// auto-vectorized form of this tile spills accumulators. Inlined into micro_kernel_avx2 only.
-GRPO_MODEL_AVX2 GRPO_MODEL_INLINE void micro_kernel_avx2_6x16(std::ptrdiff_t kc, const float* a, const float* b,
+/// micro_kernel for float on AVX2 + FMA: R <= 6 rows of the 6 x 16 tile (a packed 6 rows per k),
+/// with the same contract and the same bits (each element an fma chain from 0 in k order, then
+/// added to c when accumulating). Per k: two vectors of b, R broadcasts of a, 2R fmas into 2R
+/// accumulators; at R = 6, twelve independent chains cover the fma latency times the two fma pipes
+/// with 15 of the 16 ymm registers in use (the register budget of BLIS's Haswell sgemm kernel).
+/// Only the rows present are computed, so decoding one row costs a sixth of a full tile. Written
+/// with intrinsics because the auto-vectorized form of the tile spills accumulators.
+template <int R>
+GRPO_MODEL_AVX2 GRPO_MODEL_INLINE void micro_kernel_avx2_rows(std::ptrdiff_t kc, const float* a, const float* b,
                                                               std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc,
-                                                              std::ptrdiff_t rows, std::ptrdiff_t cols,
-                                                              bool accumulate) {
-  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c10 = _mm256_setzero_ps();
-  __m256 c11 = _mm256_setzero_ps(), c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
-  __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps(), c40 = _mm256_setzero_ps();
-  __m256 c41 = _mm256_setzero_ps(), c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+                                                              std::ptrdiff_t cols, bool accumulate) {
+  __m256 low[R], high[R];
+#pragma GCC unroll 6
+  for (int i = 0; i < R; ++i) low[i] = high[i] = _mm256_setzero_ps();
 #pragma GCC unroll 4
   for (std::ptrdiff_t k = 0; k < kc; ++k) {
     const float* ak = a + k * 6;
-    const float* bk = b + k * ldb;
-    const __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + 8);
-    __m256 ai = _mm256_broadcast_ss(ak);
-    c00 = _mm256_fmadd_ps(ai, b0, c00);
-    c01 = _mm256_fmadd_ps(ai, b1, c01);
-    ai = _mm256_broadcast_ss(ak + 1);
-    c10 = _mm256_fmadd_ps(ai, b0, c10);
-    c11 = _mm256_fmadd_ps(ai, b1, c11);
-    ai = _mm256_broadcast_ss(ak + 2);
-    c20 = _mm256_fmadd_ps(ai, b0, c20);
-    c21 = _mm256_fmadd_ps(ai, b1, c21);
-    ai = _mm256_broadcast_ss(ak + 3);
-    c30 = _mm256_fmadd_ps(ai, b0, c30);
-    c31 = _mm256_fmadd_ps(ai, b1, c31);
-    ai = _mm256_broadcast_ss(ak + 4);
-    c40 = _mm256_fmadd_ps(ai, b0, c40);
-    c41 = _mm256_fmadd_ps(ai, b1, c41);
-    ai = _mm256_broadcast_ss(ak + 5);
-    c50 = _mm256_fmadd_ps(ai, b0, c50);
-    c51 = _mm256_fmadd_ps(ai, b1, c51);
+    const __m256 b0 = _mm256_loadu_ps(b + k * ldb), b1 = _mm256_loadu_ps(b + k * ldb + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < R; ++i) {
+      const __m256 ai = _mm256_broadcast_ss(ak + i);
+      low[i] = _mm256_fmadd_ps(ai, b0, low[i]);
+      high[i] = _mm256_fmadd_ps(ai, b1, high[i]);
+    }
   }
-  const __m256 acc[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
-  if (rows == 6 && cols == 16) {
-    for (std::ptrdiff_t i = 0; i < 6; ++i) {
+  if (cols == 16) {
+#pragma GCC unroll 6
+    for (int i = 0; i < R; ++i) {
       float* ci = c + i * ldc;
-      __m256 low = acc[2 * i], high = acc[2 * i + 1];
       if (accumulate) {
-        low = _mm256_add_ps(_mm256_loadu_ps(ci), low);
-        high = _mm256_add_ps(_mm256_loadu_ps(ci + 8), high);
+        low[i] = _mm256_add_ps(_mm256_loadu_ps(ci), low[i]);
+        high[i] = _mm256_add_ps(_mm256_loadu_ps(ci + 8), high[i]);
       }
-      _mm256_storeu_ps(ci, low);
-      _mm256_storeu_ps(ci + 8, high);
+      _mm256_storeu_ps(ci, low[i]);
+      _mm256_storeu_ps(ci + 8, high[i]);
     }
     return;
   }
-  // Edge tiles: rows beyond `rows` were packed as zeros and columns beyond `cols` are readable, so
-  // the full tile was computed; only its stored part shrinks (scalar adds round as the vector ones).
-  alignas(32) float local[6 * 16];
-  for (std::ptrdiff_t r = 0; r < 12; ++r) _mm256_store_ps(local + 8 * r, acc[r]);
-  for (std::ptrdiff_t i = 0; i < rows; ++i)
-    for (std::ptrdiff_t j = 0; j < cols; ++j)
-      c[i * ldc + j] = accumulate ? c[i * ldc + j] + local[i * 16 + j] : local[i * 16 + j];
+  // Edge tiles: columns beyond `cols` are readable, so the full width was computed; only its
+  // stored part shrinks (scalar adds round as the vector ones).
+  alignas(32) float local[16];
+  for (int i = 0; i < R; ++i) {
+    _mm256_store_ps(local, low[i]);
+    _mm256_store_ps(local + 8, high[i]);
+    for (std::ptrdiff_t j = 0; j < cols; ++j) c[i * ldc + j] = accumulate ? c[i * ldc + j] + local[j] : local[j];
+  }
 }
 
 template <class T>
 GRPO_MODEL_AVX2 [[gnu::noinline]] void micro_kernel_avx2(std::ptrdiff_t kc, const T* a, const T* b, std::ptrdiff_t ldb,
                                                          T* c, std::ptrdiff_t ldc, std::ptrdiff_t rows,
                                                          std::ptrdiff_t cols, bool accumulate) {
-  if constexpr (tile<T, isa::avx2>::intrinsics)
-    micro_kernel_avx2_6x16(kc, a, b, ldb, c, ldc, rows, cols, accumulate);
-  else
+  if constexpr (tile<T, isa::avx2>::intrinsics) {
+    switch (rows) {
+      case 1: return micro_kernel_avx2_rows<1>(kc, a, b, ldb, c, ldc, cols, accumulate);
+      case 2: return micro_kernel_avx2_rows<2>(kc, a, b, ldb, c, ldc, cols, accumulate);
+      case 3: return micro_kernel_avx2_rows<3>(kc, a, b, ldb, c, ldc, cols, accumulate);
+      case 4: return micro_kernel_avx2_rows<4>(kc, a, b, ldb, c, ldc, cols, accumulate);
+      case 5: return micro_kernel_avx2_rows<5>(kc, a, b, ldb, c, ldc, cols, accumulate);
+      default: return micro_kernel_avx2_rows<6>(kc, a, b, ldb, c, ldc, cols, accumulate);
+    }
+  } else {
     micro_kernel<T, isa::avx2>(kc, a, b, ldb, c, ldc, rows, cols, accumulate);
+  }
 }
 
 /// micro_kernel for float on AVX-512, R <= 12 rows of the 12 x 32 tile (a packed 12 rows per k),
