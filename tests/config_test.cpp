@@ -93,6 +93,7 @@ TEST_CASE("train_config: memory budgets name the key and the limit", "[config][t
   refused({"num_iterations=5000"}, {"num_iterations", "[1, 1024]"});
   refused({"max_steps=2000000000000000"}, {"max_steps", "[0, 1099511627776]"});
   refused({"threads=100000"}, {"threads", "[0, 4096]"});
+  refused({"kernels=sse9"}, {"kernels", "sse9", "auto, generic, avx2 or avx512"});
   refused({"model.hidden_size=65536", "model.intermediate_size=1000000"},
           {"model: hidden_size, intermediate_size and num_hidden_layers give", "1073741824"});
   refused({"model.max_position_embeddings=2000000"}, {"model.max_position_embeddings", "1048576"});

@@ -188,6 +188,38 @@ TEST_CASE("native policy: reset_optimizer, optimizer_step and save_state / load_
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("native_options: threads and the kernels setting, checked against this CPU", "[train][config]") {
+  namespace m = grpo::model;
+  train_config c;
+  c.threads = 3;
+  CHECK(native_options(c).threads == 3);
+  CHECK(native_options(c).kernels == m::best_isa());  // "auto"
+  c.kernels = "generic";
+  CHECK(native_options(c).kernels == m::isa::generic);
+  for (const m::isa kernels : {m::isa::avx2, m::isa::avx512}) {
+    c.kernels = m::isa_name(kernels);
+    if (m::supported(kernels))
+      CHECK(native_options(c).kernels == kernels);
+    else
+      grpo::testing::require_error([&] { (void)native_options(c); },
+                                   {"kernels", c.kernels, "not available on this CPU"});
+  }
+  c.kernels = "neon";
+  grpo::testing::require_error([&] { (void)native_options(c); }, {"kernels", "neon", "auto, generic, avx2 or avx512"});
+  // The same run with AVX2 and with the best kernels: AVX-512 changes only the speed.
+  if (m::supported(m::isa::avx512)) {
+    c = tiny_run({});
+    c.kernels = "avx2";
+    auto first = make_native_policy<float>(c, 20);
+    c.kernels = "auto";
+    auto second = make_native_policy<float>(c, 20);
+    CHECK(first.model().kernels() == m::isa::avx2);
+    CHECK(second.model().kernels() == m::isa::avx512);
+    const grpo::sequence_batch batch{{{1, 2, 3}}, {{4, 5, 6, 7}}};
+    CHECK(first.forward(batch).raw().data == second.forward(batch).raw().data);
+  }
+}
+
 TEST_CASE("learning-rate schedules: warmup then cosine, linear, constant", "[train][schedule]") {
   // 10 steps, warmup_ratio 0.2 -> ceil(2) = 2 warmup steps: lr 0, 0.5, then cosine over 8 steps.
   REQUIRE(warmup_steps(0.2, 10) == 2);

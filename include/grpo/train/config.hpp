@@ -71,6 +71,9 @@ struct train_config {
   std::int64_t logging_steps = 1;
   std::int64_t save_steps = 0;                     ///< 0: a checkpoint only at the end
   std::size_t threads = 0;                         ///< 0: all cores
+  /// The native model's matrix kernels: auto (the best this CPU runs), generic, avx2 or avx512. AVX2 and
+  /// AVX-512 give the same bits; generic (no fma) differs in rounding. For CPUs where AVX-512 lowers the clock.
+  std::string kernels = "auto";
   // [chat]: how a task's prompt becomes the policy's input (Hugging Face tokenizers only; the
   // built-in character tokenizer always feeds <bos> + the prompt).
   std::string chat_template = "auto";              ///< auto (chatml when the tokenizer has <|im_start|>), chatml, plain
@@ -179,6 +182,8 @@ struct train_config {
     in_range(save_steps, 0, limits::steps, "save_steps");
     GRPO_CHECK(threads <= static_cast<std::size_t>(limits::threads), config_error, "threads: must be an integer in [0, ",
                limits::threads, "] (0: all cores), got ", threads);
+    GRPO_CHECK(kernels == "auto" || kernels == "generic" || kernels == "avx2" || kernels == "avx512", config_error,
+               "kernels: unknown instruction set \"", kernels, "\" (expected auto, generic, avx2 or avx512)");
     in_range(min_digits, 1, 9, "task.min_digits");
     in_range(max_digits, min_digits, 9, "task.max_digits");
     in_range(heldout_size, 1, limits::problems, "task.heldout_size");
@@ -443,6 +448,7 @@ inline const std::vector<field>& fields() {
       make_field("logging_steps", &c::logging_steps),
       make_field("save_steps", &c::save_steps),
       make_field("threads", &c::threads),
+      make_field("kernels", &c::kernels),
       make_field("task.name", &c::task),
       make_field("task.data", &c::data),
       make_field("task.answer_kind", &c::answer_kind),

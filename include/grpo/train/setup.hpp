@@ -113,17 +113,32 @@ inline void check_run(const train_config& c, const tasks::task& task, const text
                  : std::string("; the prompt alone fills them (a shorter system_prompt or chat.template helps)"));
 }
 
+/// The native model's options of a config: `threads` threads and the `kernels` instruction set ("auto": the best
+/// this CPU runs). Throws config_error naming `kernels` when this CPU or build cannot run the one asked for.
+inline model::transformer_options native_options(const train_config& c) {
+  model::isa kernels = model::best_isa();
+  if (c.kernels != "auto") {
+    for (const model::isa candidate : {model::isa::generic, model::isa::avx2, model::isa::avx512})
+      if (c.kernels == model::isa_name(candidate)) kernels = candidate;
+    GRPO_CHECK(c.kernels == model::isa_name(kernels), config_error, "kernels: unknown instruction set \"", c.kernels,
+               "\" (expected auto, generic, avx2 or avx512)");
+    GRPO_CHECK(model::supported(kernels), config_error, "kernels: ", c.kernels,
+               " is not available on this CPU or build (it runs up to ", model::isa_name(model::best_isa()),
+               "; auto picks that)");
+  }
+  return model::transformer_options(c.threads, kernels);
+}
+
 /// The native policy of a config: the weights of `model.init` when set (a model directory), else
-/// the [model] architecture over `vocab` tokens initialized from the seed's stream 1, on
-/// `threads` threads.
+/// the [model] architecture over `vocab` tokens initialized from the seed's stream 1, with
+/// native_options(c).
 template <class T = float>
 model::native_policy<T> make_native_policy(const train_config& c, std::int64_t vocab) {
   run_architecture(c, vocab);
-  if (!c.init.empty())
-    return model::native_policy<T>(model::load_pretrained<T>(c.init), model::transformer_options{c.threads}, c.init);
+  if (!c.init.empty()) return model::native_policy<T>(model::load_pretrained<T>(c.init), native_options(c), c.init);
   model::parameters<T> w(c.model_config(vocab));
   model::initialize(w, grpo::detail::mix_seed(c.seed, stream::initial_weights), c.init_std);
-  return model::native_policy<T>(std::move(w), model::transformer_options{c.threads});
+  return model::native_policy<T>(std::move(w), native_options(c));
 }
 
 /// The built-in run: the config's task, the native policy and the task's character codec.
