@@ -328,7 +328,9 @@ GRPO_MODEL_AVX2 GRPO_MODEL_INLINE void micro_kernel_avx2_rows(std::ptrdiff_t kc,
   }
   // Edge tiles: columns beyond `cols` are readable, so the full width was computed; only its
   // stored part shrinks (scalar adds round as the vector ones).
+  // Unrolled, so that low[i] and high[i] keep constant indices and stay in registers throughout.
   alignas(32) float local[16];
+#pragma GCC unroll 6
   for (int i = 0; i < R; ++i) {
     _mm256_store_ps(local, low[i]);
     _mm256_store_ps(local + 8, high[i]);
