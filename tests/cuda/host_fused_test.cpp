@@ -14,7 +14,7 @@
 #include "grpo/advantages.hpp"
 #include "grpo/cccl/backend.hpp"
 #include "grpo/cccl/host_divergence.hpp"
-#include "grpo/cccl/simd_math.hpp"
+#include "grpo/host/simd_math.hpp"
 #include "grpo/policy_loss.hpp"
 #include "grpo/reference_backend.hpp"
 #include "host_test_support.hpp"
@@ -40,12 +40,12 @@ static_assert(grpo::detail::has_fused_grpo_advantages<cccl_float>);
 static_assert(!grpo::detail::has_fused_policy_loss<grpo::reference_backend<double>>);
 
 void log_array(const float* x, float* y, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) y[i] = grpo::cccl::simd::log_f32(x[i]);
+  for (std::size_t i = 0; i < n; ++i) y[i] = grpo::host_kernels::log_f32(x[i]);
 }
 
-#if GRPO_CCCL_HOST_AVX2
+#if GRPO_HOST_AVX2
 __attribute__((target("avx2,fma"))) void log_array_avx2(const float* x, float* y, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) y[i] = grpo::cccl::simd::log_f32(x[i]);
+  for (std::size_t i = 0; i < n; ++i) y[i] = grpo::host_kernels::log_f32(x[i]);
 }
 #endif
 
@@ -147,7 +147,7 @@ TEST_CASE("host log_f32: error over a dense sweep of the positive normal floats"
   INFO("generic: relative " << relative << ", absolute near 1 " << absolute);
   CHECK(relative < 2.5e-7);
   CHECK(absolute < 6e-8);
-#if GRPO_CCCL_HOST_AVX2
+#if GRPO_HOST_AVX2
   if (hr::avx2_available()) {
     const auto [r2, a2] = worst_log_error(log_array_avx2, 61);
     INFO("avx2: relative " << r2 << ", absolute near 1 " << a2);
@@ -155,8 +155,8 @@ TEST_CASE("host log_f32: error over a dense sweep of the positive normal floats"
     CHECK(a2 < 6e-8);
   }
 #endif
-  CHECK(grpo::cccl::simd::log_f32(1.0f) == 0.0f);
-  CHECK(grpo::cccl::simd::log_f32(2.0f) == static_cast<float>(std::log(2.0)));
+  CHECK(grpo::host_kernels::log_f32(1.0f) == 0.0f);
+  CHECK(grpo::host_kernels::log_f32(2.0f) == static_cast<float>(std::log(2.0)));
 }
 
 TEST_CASE("host expm1_f32: relative error near 0 and over the range the policy loss uses", "[cccl][host_fused]") {
@@ -167,12 +167,12 @@ TEST_CASE("host expm1_f32: relative error near 0 and over the range the policy l
     for (std::uint32_t u = 1; u <= std::bit_cast<std::uint32_t>(30.0f); u += 31) {
       const float x = sign * std::bit_cast<float>(u);
       const double want = std::expm1(static_cast<double>(x));
-      worst = std::max(worst, std::fabs(grpo::cccl::simd::expm1_f32(x) - want) / std::fabs(want));
+      worst = std::max(worst, std::fabs(grpo::host_kernels::expm1_f32(x) - want) / std::fabs(want));
     }
   INFO("worst relative error " << worst);
   CHECK(worst < 4e-7);
-  CHECK(grpo::cccl::simd::expm1_f32(0.0f) == 0.0f);
-  CHECK(grpo::cccl::simd::expm1_f32(1e-30f) == 1e-30f);
+  CHECK(grpo::host_kernels::expm1_f32(0.0f) == 0.0f);
+  CHECK(grpo::host_kernels::expm1_f32(1e-30f) == 1e-30f);
 }
 
 TEST_CASE("host divergence: both instruction sets match the reference on fp32 inputs", "[cccl][host_fused]") {

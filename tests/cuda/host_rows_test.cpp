@@ -13,7 +13,7 @@
 
 #include "grpo/cccl/backend.hpp"
 #include "grpo/cccl/host_rows.hpp"
-#include "grpo/cccl/simd_math.hpp"
+#include "grpo/host/simd_math.hpp"
 #include "grpo/reference_backend.hpp"
 #include "host_test_support.hpp"
 #include "test_support.hpp"
@@ -34,12 +34,12 @@ using grpo::shape;
 // The exp over an array, as the row kernels call it: a loop the compiler vectorizes (SSE2 here; the AVX2+FMA
 // version below contracts the reduction into fused multiply-adds, so its rounding differs).
 void exp_array(const float* x, float* y, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) y[i] = grpo::cccl::simd::exp_f32(x[i]);
+  for (std::size_t i = 0; i < n; ++i) y[i] = grpo::host_kernels::exp_f32(x[i]);
 }
 
-#if GRPO_CCCL_HOST_AVX2
+#if GRPO_HOST_AVX2
 __attribute__((target("avx2,fma"))) void exp_array_avx2(const float* x, float* y, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) y[i] = grpo::cccl::simd::exp_f32(x[i]);
+  for (std::size_t i = 0; i < n; ++i) y[i] = grpo::host_kernels::exp_f32(x[i]);
 }
 #endif
 
@@ -133,7 +133,7 @@ TEST_CASE("host exp_f32: relative error under 2 ulp over a dense sweep of its no
   const double generic = worst_relative_error(exp_array, 87.3f, 88.72f, 127);
   INFO("generic " << generic);
   CHECK(generic < 2.2e-7);
-#if GRPO_CCCL_HOST_AVX2
+#if GRPO_HOST_AVX2
   if (hr::avx2_available()) {
     const double avx2 = worst_relative_error(exp_array_avx2, 87.3f, 88.72f, 127);
     INFO("avx2 " << avx2);
@@ -143,7 +143,7 @@ TEST_CASE("host exp_f32: relative error under 2 ulp over a dense sweep of its no
 }
 
 TEST_CASE("host exp_f32: exact points, the ends of its range, infinities and NaN", "[cccl][host_rows]") {
-  using grpo::cccl::simd::exp_f32;
+  using grpo::host_kernels::exp_f32;
   CHECK(exp_f32(0.0f) == 1.0f);   // r = 0, n = 0: 1 + (0 + 0) exactly
   CHECK(exp_f32(-0.0f) == 1.0f);
   CHECK(exp_f32(-INFINITY) == 0.0f);

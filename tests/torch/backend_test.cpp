@@ -468,6 +468,24 @@ TEST_CASE("libtorch backend: the counting hooks count on the device and the chec
   CHECK(libtorch::count_not_finite(b, values) == 3);
   CHECK(libtorch::count_not_binary(b, values) == 4);  // nan, inf, -inf, 0.5; -0.0 == 0 is binary
   CHECK(libtorch::count_not_finite(b, at::zeros({0}, at::kDouble)) == 0);
+  // fp32 and fp64 CPU tensors are counted in place over the exponent bits, in parallel chunks of 65536: a large
+  // tensor with specials scattered over the chunks, the largest finite values, subnormals and -0 (all finite), against
+  // torch's isfinite; and a strided view (not contiguous: torch's path).
+  for (const auto dtype : {at::kFloat, at::kDouble}) {
+    INFO("dtype " << dtype);
+    auto large = at::zeros({300006}, dtype);  // 7 x 42858
+    const double biggest = dtype == at::kFloat ? std::numeric_limits<float>::max() : std::numeric_limits<double>::max();
+    const double tiny = dtype == at::kFloat ? std::numeric_limits<float>::denorm_min()
+                                            : std::numeric_limits<double>::denorm_min();
+    const std::vector<std::pair<std::int64_t, double>> at_index = {
+        {0, not_a_number}, {65535, infinity}, {65536, -infinity}, {131072, biggest}, {200000, -biggest},
+        {250000, tiny},    {250001, -0.0},    {300000, not_a_number}};
+    for (const auto& [i, v] : at_index) large[i] = v;
+    CHECK(libtorch::count_not_finite(b, large) == 4);
+    CHECK(libtorch::count_not_finite(b, large) == at::isfinite(large).logical_not().sum().item<std::int64_t>());
+    CHECK(libtorch::count_not_finite(b, large.view({-1, 7}).narrow(1, 0, 1)) ==
+          at::isfinite(large.view({-1, 7}).narrow(1, 0, 1)).logical_not().sum().item<std::int64_t>());
+  }
   static_assert(grpo::detail::counts_not_finite<libtorch::backend>);
   static_assert(grpo::detail::counts_not_binary<libtorch::backend>);
   grpo::detail::expect_finite(libtorch::wrap(b, at::ones({3, 2}, at::kFloat)), "x");

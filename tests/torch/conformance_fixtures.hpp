@@ -14,6 +14,7 @@ struct cpu_device {
   static at::Device device() { return at::kCPU; }
   static constexpr const char* fp64 = "libtorch fp64 on CPU";
   static constexpr const char* fp32 = "libtorch fp32 on CPU";
+  static constexpr const char* fp32_rows = "libtorch fp32, row_dtype float, on CPU";
   static constexpr const char* bf16 = "libtorch bf16 on CPU";
 };
 
@@ -21,6 +22,7 @@ struct cuda_device {
   static at::Device device() { return {at::kCUDA, 0}; }
   static constexpr const char* fp64 = "libtorch fp64 on CUDA";
   static constexpr const char* fp32 = "libtorch fp32 on CUDA";
+  static constexpr const char* fp32_rows = "libtorch fp32, row_dtype float, on CUDA";
   static constexpr const char* bf16 = "libtorch bf16 on CUDA";
 };
 
@@ -57,6 +59,25 @@ struct torch_float_fixture {
   static constexpr bool high_precision = false;
   static double quantize(double x) { return static_cast<double>(static_cast<float>(x)); }
   static constexpr const char* name = Device::fp32;
+};
+
+/// fp32 storage with row_dtype float: on the CPU the row primitives run the host fp32 row kernels
+/// (include/grpo/host/: fp32 lanes, polynomial exp/log under 1 ulp, block sums merged in double), the path
+/// policy_loss_from_logits and the distillation losses take on fp32 CPU tensors with a float row_dtype; on CUDA,
+/// torch ops in fp32. Each row's sums are over V terms of relative error about 1e-7 merged in double, so the fp32
+/// budget holds: 1e-5 relative, 1e-6 absolute, and large logits at the suite's low-precision atol.
+template <class Device>
+struct torch_float_rows_fixture {
+  using backend_type = libtorch::backend;
+  static backend_type make() {
+    auto b = make_torch_backend<Device>(at::kFloat);
+    b.row_dtype = at::kFloat;
+    return b;
+  }
+  static constexpr double rtol = 1e-5, atol = 1e-6;
+  static constexpr bool high_precision = false;
+  static double quantize(double x) { return static_cast<double>(static_cast<float>(x)); }
+  static constexpr const char* name = Device::fp32_rows;
 };
 
 /// bf16 inputs: uploads are stored in bf16 (8 significant bits) and every operation promotes them to fp32, so once

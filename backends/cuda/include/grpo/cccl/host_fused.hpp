@@ -27,7 +27,8 @@
 #if !GRPO_CCCL_CUDA
 #include "grpo/advantages.hpp"
 #include "grpo/cccl/host_rows.hpp"
-#include "grpo/cccl/simd_math.hpp"
+#include "grpo/host/isa.hpp"
+#include "grpo/host/simd_math.hpp"
 #include "grpo/policy_loss.hpp"
 
 namespace grpo::cccl {
@@ -87,16 +88,16 @@ inline constexpr std::int64_t token_block = 1024;
 
 /// c ? a : b by bit masks: a conditional the compiler would keep as a branch (comparisons of floats may trap,
 /// so it does not speculate them) stops the sweep from vectorizing; masks never branch.
-GRPO_CCCL_ALWAYS_INLINE float pick(bool c, float a, float b) {
+GRPO_HOST_ALWAYS_INLINE float pick(bool c, float a, float b) {
   const std::uint32_t m = 0u - static_cast<std::uint32_t>(c);
   return std::bit_cast<float>((std::bit_cast<std::uint32_t>(a) & m) | (std::bit_cast<std::uint32_t>(b) & ~m));
 }
-GRPO_CCCL_ALWAYS_INLINE float lesser(float a, float b) { return pick(b < a, b, a); }    // backend.hpp's minimum
-GRPO_CCCL_ALWAYS_INLINE float greater(float a, float b) { return pick(a < b, b, a); }  // backend.hpp's maximum
-GRPO_CCCL_ALWAYS_INLINE float clamp_f32(float x, float lo, float hi) { return lesser(greater(x, lo), hi); }
+GRPO_HOST_ALWAYS_INLINE float lesser(float a, float b) { return pick(b < a, b, a); }    // backend.hpp's minimum
+GRPO_HOST_ALWAYS_INLINE float greater(float a, float b) { return pick(a < b, b, a); }  // backend.hpp's maximum
+GRPO_HOST_ALWAYS_INLINE float clamp_f32(float x, float lo, float hi) { return lesser(greater(x, lo), hi); }
 
 /// One token of policy_loss (policy_loss.hpp) in fp32: writes its outputs, returns its terms of the sums.
-GRPO_CCCL_ALWAYS_INLINE token_terms policy_token(const token_constants& c, const float* __restrict logp,
+GRPO_HOST_ALWAYS_INLINE token_terms policy_token(const token_constants& c, const float* __restrict logp,
                                           const float* __restrict old, const float* __restrict ref,
                                           const float* __restrict rollout, const float* __restrict entropy,
                                           const float* __restrict mask, const float* __restrict adv,
@@ -105,7 +106,7 @@ GRPO_CCCL_ALWAYS_INLINE token_terms policy_token(const token_constants& c, const
   const float m = mask[k], lp = logp[k], od = old[k], a = adv[k];
   const float w = m * c.weight;
   const float x = lp - od;
-  const float r = pick(c.sequence, c.sequence_ratio, simd::exp_f32(clamp_f32(x, -c.bound, c.bound)));
+  const float r = pick(c.sequence, c.sequence_ratio, grpo::host_kernels::exp_f32(clamp_f32(x, -c.bound, c.bound)));
   const float unclipped = lesser(r, c.delta) * a;
   const float clipped = clamp_f32(r, c.low, c.high) * a;
   const float pg_clip = -lesser(unclipped, clipped);
@@ -115,7 +116,8 @@ GRPO_CCCL_ALWAYS_INLINE token_terms policy_token(const token_constants& c, const
   const bool dual = c.has_dual & (a < 0.0f) & (cap < pg_clip);
   const float pg = pick(dual, cap, pg_clip);
   const float dpg = pick(dual, 0.0f, -a * slope);
-  const float raw_is = pick(c.is_sequence, c.sequence_is, simd::exp_f32(clamp_f32(od - rollout[k], -c.bound, c.bound)));
+  const float raw_is =
+      pick(c.is_sequence, c.sequence_is, grpo::host_kernels::exp_f32(clamp_f32(od - rollout[k], -c.bound, c.bound)));
   const bool above_cap = c.has_rollout & (raw_is > c.is_cap);
   const float rho_rollout = pick(c.truncate, lesser(raw_is, c.is_cap), pick(above_cap, 0.0f, raw_is));
   const float rho = pick(c.has_rollout, rho_rollout, 1.0f);
@@ -125,7 +127,7 @@ GRPO_CCCL_ALWAYS_INLINE token_terms policy_token(const token_constants& c, const
   const float x_raw = ref[k] - lp;
   const float inside = pick(std::fabs(x_raw) <= c.bound, 1.0f, 0.0f);
   const float xk = clamp_f32(x_raw, -c.bound, c.bound);
-  const float e = simd::expm1_f32(xk);
+  const float e = grpo::host_kernels::expm1_f32(xk);
   const float kl = pick(c.has_ref, pick(c.k1, -xk, pick(c.k2, 0.5f * xk * xk, e - xk)), 0.0f);
   const float dkl = pick(c.has_ref, pick(c.k1, inside, pick(c.k2, -xk * inside, -e * inside)), 0.0f);
   const float h = entropy[k];
@@ -157,7 +159,7 @@ GRPO_CCCL_ALWAYS_INLINE token_terms policy_token(const token_constants& c, const
 
 /// Sweep 2 of a row of n tokens in fp32: writes the outputs and adds the row's sums (row_sum order) in double,
 /// each block of token_block tokens summed in fp32 first.
-GRPO_CCCL_ALWAYS_INLINE void policy_tokens(const token_constants& constants, const token_rows& rows, std::int64_t n,
+GRPO_HOST_ALWAYS_INLINE void policy_tokens(const token_constants& constants, const token_rows& rows, std::int64_t n,
                                            double (&row)[row_sum_count], double& sequence_grad) {
   const token_constants c = constants;  // a local copy: no store through the outputs can change it
   const float *__restrict logp = rows.logp, *__restrict old = rows.old, *__restrict ref = rows.ref;
@@ -182,13 +184,13 @@ GRPO_CCCL_ALWAYS_INLINE void policy_tokens(const token_constants& constants, con
   }
 }
 
-GRPO_CCCL_FLATTEN inline void policy_tokens_generic(const token_constants& c, const token_rows& rows, std::int64_t n,
+GRPO_HOST_FLATTEN inline void policy_tokens_generic(const token_constants& c, const token_rows& rows, std::int64_t n,
                                                     double (&row)[row_sum_count], double& sequence_grad) {
   policy_tokens(c, rows, n, row, sequence_grad);
 }
 
-#if GRPO_CCCL_HOST_AVX2
-__attribute__((target("avx2,fma"))) GRPO_CCCL_FLATTEN inline void policy_tokens_avx2(
+#if GRPO_HOST_AVX2
+__attribute__((target("avx2,fma"))) GRPO_HOST_FLATTEN inline void policy_tokens_avx2(
     const token_constants& c, const token_rows& rows, std::int64_t n, double (&row)[row_sum_count],
     double& sequence_grad) {
   policy_tokens(c, rows, n, row, sequence_grad);
@@ -318,7 +320,7 @@ std::optional<policy_loss_result<backend<T>>> fused_policy_loss(const backend<T>
                                           truncate,
                                           o.kl == kl_estimator::k1,
                                           o.kl == kl_estimator::k2};
-#if GRPO_CCCL_HOST_AVX2
+#if GRPO_HOST_AVX2
       if (host_rows::avx2_available())
         hf::policy_tokens_avx2(constants, token_rows, cols, row, sequence_grad);
       else

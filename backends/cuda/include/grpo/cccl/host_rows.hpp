@@ -1,226 +1,29 @@
 // SPDX-License-Identifier: Apache-2.0
 // grpo/cccl/host_rows.hpp: the fp32 fast path of grpo::cccl::backend<float>'s row softmax primitives on the host
-// device systems (CPP, OMP), which rows.hpp's double functors are far too slow for at N x V = 4096 x 32768.
-//   forward, one streaming pass per row: in blocks of 1024 (L1-resident), the block max m, then over 16 fp32 lanes
-//     S_b = sum e^{s(z-m)}, U_b = sum e^{s(z-m)} s(z-m), merged in double with the online log-sum-exp rescaling;
-//     lse = M + log S,  H = log S - U / S  (= -sum p log p, every term relative to the max, so no |z| cancellation)
-//   backward, one pass: g_v = -s p_v (g_lp + g_H (log p_v + H)), plus s g_lp at the target (done in double).
-// Rows run in parallel under OpenMP (THRUST_DEVICE_SYSTEM_OMP built with OpenMP), one after another otherwise; on
-// x86-64 with GCC or Clang an AVX2+FMA clone is picked at run time. Rows the fast path cannot reproduce exactly
-// (NaN, +-Inf, a row all -inf, a scale <= 0 or not finite) are handed to rows.hpp's functors: the reference's
-// semantics, bit for bit, wherever they are not ordinary.
+// device systems (CPP, OMP), which rows.hpp's double functors are far too slow for at N x V = 4096 x 32768. The
+// per-row kernels (one streaming pass for {lse, H}, one for the gradient, fp32 lanes merged in double, an AVX2+FMA
+// clone picked at run time) are the core's grpo/host/softmax_rows.hpp, shared with grpo::libtorch's CPU path; this
+// file runs them over the rows, in parallel under OpenMP (THRUST_DEVICE_SYSTEM_OMP built with OpenMP), one after
+// another otherwise. Rows the kernels cannot reproduce exactly (NaN, +-Inf, a row all -inf, a scale <= 0 or not
+// finite) are handed to rows.hpp's functors: the reference's semantics, bit for bit, wherever they are not ordinary.
 #pragma once
 
-#include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstdint>
 
 #include "grpo/cccl/config.hpp"
 #include "grpo/cccl/device_error.hpp"
 #include "grpo/cccl/rows.hpp"
-#include "grpo/cccl/simd_math.hpp"
-
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(__CUDACC__)
-#define GRPO_CCCL_HOST_AVX2 1
-#else
-#define GRPO_CCCL_HOST_AVX2 0
-#endif
-
-#if defined(__GNUC__) || defined(__clang__)
-#define GRPO_CCCL_ALWAYS_INLINE __attribute__((always_inline)) inline
-#define GRPO_CCCL_FLATTEN __attribute__((flatten))
-#else
-#define GRPO_CCCL_ALWAYS_INLINE inline
-#define GRPO_CCCL_FLATTEN
-#endif
-
-// The backward may write into its input (out == logits); each iteration reads z[v] before writing g[v], so there is
-// no dependence between iterations, which the compiler cannot see through two pointers that may be equal.
-#if defined(__clang__)
-#define GRPO_CCCL_NO_LOOP_DEPENDENCE _Pragma("clang loop vectorize(assume_safety)")
-#elif defined(__GNUC__)
-#define GRPO_CCCL_NO_LOOP_DEPENDENCE _Pragma("GCC ivdep")
-#else
-#define GRPO_CCCL_NO_LOOP_DEPENDENCE
-#endif
+#include "grpo/host/isa.hpp"
+#include "grpo/host/softmax_rows.hpp"
 
 namespace grpo::cccl {
 inline namespace GRPO_CCCL_SYSTEM_NAMESPACE {
 namespace host_rows {
 
-/// Which instruction set the row kernels are compiled for: the translation unit's own target (SSE2 for a default
-/// x86-64 build) or an AVX2+FMA clone, selected once at run time.
-enum class isa { generic, avx2 };
-
-/// Whether the AVX2+FMA clone exists in this build and the CPU runs it.
-inline bool avx2_available() {
-#if GRPO_CCCL_HOST_AVX2
-  static const bool available = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return available;
-#else
-  return false;
-#endif
-}
-
-inline isa best_isa() { return avx2_available() ? isa::avx2 : isa::generic; }
-
-/// Elements per block: 4 KiB of fp32, read twice (max, then exp) while in L1.
-inline constexpr std::int64_t block_size = 1024;
-/// Independent fp32 accumulators per sum: enough for two AVX2 registers, so the loop vectorizes without
-/// reassociation (-O3 alone, no -ffast-math), and 64 terms per accumulator in a block.
-inline constexpr int lanes = 16;
-
-/// A row's log-sum-exp and entropy; ok = false when the fast path cannot vouch for them (see the file comment).
-struct row_moments {
-  double lse;
-  double entropy;
-  bool ok;
-};
-
-namespace detail {
-
-GRPO_CCCL_ALWAYS_INLINE float block_max(const float* x, std::int64_t len) {
-  float lane_max[lanes];
-  for (int j = 0; j < lanes; ++j) lane_max[j] = -INFINITY;
-  std::int64_t i = 0;
-  // NaN is never taken (the comparison is false): a NaN element is found by the sums instead.
-  for (; i + lanes <= len; i += lanes)
-    for (int j = 0; j < lanes; ++j) lane_max[j] = x[i + j] > lane_max[j] ? x[i + j] : lane_max[j];
-  for (; i < len; ++i) lane_max[0] = x[i] > lane_max[0] ? x[i] : lane_max[0];
-  float m = lane_max[0];
-  for (int j = 1; j < lanes; ++j) m = lane_max[j] > m ? lane_max[j] : m;
-  return m;
-}
-
-inline bool has_nan(const float* x, std::int64_t len) {
-  for (std::int64_t i = 0; i < len; ++i)
-    if (x[i] != x[i]) return true;
-  return false;
-}
-
-/// Adds e = exp(d) to s and e d to u. For e = 0 (d = -inf, a masked entry, or d below exp's range) the product is
-/// dropped by masking its bits, since 0 * -inf would be NaN and a conditional would stop vectorization (simd_math).
-GRPO_CCCL_ALWAYS_INLINE void accumulate(float d, float& s, float& u) {
-  const float e = simd::exp_f32(d);
-  const std::uint32_t keep = 0u - static_cast<std::uint32_t>(e != 0.0f);
-  s += e;
-  u += std::bit_cast<float>(std::bit_cast<std::uint32_t>(e * d) & keep);
-}
-
-/// {lse, H} of softmax(scale z) for one row, scale > 0 and finite.
-GRPO_CCCL_ALWAYS_INLINE row_moments softmax_row(const float* z, std::int64_t vocab, double scale) {
-  const float sf = static_cast<float>(scale);
-  double max = -INFINITY, total = 0.0, weighted = 0.0;
-  for (std::int64_t b0 = 0; b0 < vocab; b0 += block_size) {
-    const std::int64_t len = std::min(block_size, vocab - b0);
-    const float* x = z + b0;
-    const float m = block_max(x, len);
-    if (!(m > -INFINITY)) {  // every entry -inf (probability 0) or NaN
-      if (has_nan(x, len)) return {NAN, NAN, false};
-      continue;
-    }
-    float s[lanes] = {}, u[lanes] = {};
-    std::int64_t i = 0;
-    for (; i + lanes <= len; i += lanes)
-      for (int j = 0; j < lanes; ++j) accumulate(sf * (x[i + j] - m), s[j], u[j]);
-    for (; i < len; ++i) accumulate(sf * (x[i] - m), s[0], u[0]);
-    double sb = 0.0, ub = 0.0;
-    for (int j = 0; j < lanes; ++j) {
-      sb += static_cast<double>(s[j]);
-      ub += static_cast<double>(u[j]);
-    }
-    if (!std::isfinite(sb) || !std::isfinite(ub)) return {NAN, NAN, false};  // NaN, or +inf (inf - inf)
-    // Rescale both sums to the larger of the two maxima: e^{x - M'} = e^{x - M} e^{M - M'}, x - M' = x - M + M - M'.
-    const double mb = scale * static_cast<double>(m);
-    if (total == 0.0) {
-      max = mb;
-      total = sb;
-      weighted = ub;
-    } else if (mb > max) {
-      const double c = std::exp(max - mb);
-      weighted = c * (weighted + (max - mb) * total) + ub;
-      total = c * total + sb;
-      max = mb;
-    } else {
-      const double c = std::exp(mb - max);
-      weighted += c * (ub + (mb - max) * sb);
-      total += c * sb;
-    }
-  }
-  if (!(total > 0.0)) return {NAN, NAN, false};  // a row all -inf: the reference's own answer
-  const double log_total = std::log(total);
-  return {max + log_total, std::max(0.0, log_total - weighted / total), true};
-}
-
-/// Row of the gradient without the target's 1[v = id] term, which the caller writes in double afterwards:
-/// g_v = coef p_v (a + b log p_v), log p_v = s (z_v - c) - r0. Reading z_v before writing g_v, g may be z.
-GRPO_CCCL_ALWAYS_INLINE void gradient_row(const float* z, float* g, std::int64_t vocab, float sf, float c, float r0,
-                                          float coef, float a, float b) {
-  GRPO_CCCL_NO_LOOP_DEPENDENCE
-  for (std::int64_t v = 0; v < vocab; ++v) {
-    const float log_p = sf * (z[v] - c) - r0;
-    const float p = simd::exp_f32(log_p);
-    // p = 0 (a masked entry, log p = -inf) contributes exactly 0, as in the reference; masked, not branched.
-    const std::uint32_t keep = 0u - static_cast<std::uint32_t>(p != 0.0f);
-    g[v] = std::bit_cast<float>(std::bit_cast<std::uint32_t>(coef * p * (a + b * log_p)) & keep);
-  }
-}
-
-GRPO_CCCL_FLATTEN inline row_moments softmax_row_generic(const float* z, std::int64_t vocab, double scale) {
-  return softmax_row(z, vocab, scale);
-}
-
-GRPO_CCCL_FLATTEN inline void gradient_row_generic(const float* z, float* g, std::int64_t vocab, float sf, float c,
-                                                   float r0, float coef, float a, float b) {
-  gradient_row(z, g, vocab, sf, c, r0, coef, a, b);
-}
-
-#if GRPO_CCCL_HOST_AVX2
-__attribute__((target("avx2,fma"))) GRPO_CCCL_FLATTEN inline row_moments softmax_row_avx2(const float* z,
-                                                                                         std::int64_t vocab,
-                                                                                         double scale) {
-  return softmax_row(z, vocab, scale);
-}
-
-__attribute__((target("avx2,fma"))) GRPO_CCCL_FLATTEN inline void gradient_row_avx2(const float* z, float* g,
-                                                                                    std::int64_t vocab, float sf,
-                                                                                    float c, float r0, float coef,
-                                                                                    float a, float b) {
-  gradient_row(z, g, vocab, sf, c, r0, coef, a, b);
-}
-#endif
-
-/// Whether every element of the row is finite: 0 * x is 0 for finite x and NaN for NaN or +-Inf.
-GRPO_CCCL_FLATTEN inline bool row_is_finite(const float* x, std::int64_t len) {
-  float acc[lanes] = {};
-  std::int64_t i = 0;
-  for (; i + lanes <= len; i += lanes)
-    for (int j = 0; j < lanes; ++j) acc[j] += 0.0f * x[i + j];
-  for (; i < len; ++i) acc[0] += 0.0f * x[i];
-  float total = 0.0f;
-  for (int j = 0; j < lanes; ++j) total += acc[j];
-  return total == 0.0f;
-}
-
-}  // namespace detail
-
-/// {lse, H} of one row of softmax(scale z) through the fast path of the given instruction set; ok = false for a row
-/// the fast path leaves to the reference's functor. scale = 0 (the core's finiteness check) is a pass of
-/// 0 * z: a finite row has lse = H = log V, exactly the reference's values up to its summation's rounding.
-inline row_moments softmax_row_moments(const float* z, std::int64_t vocab, double scale, isa which) {
-  if (!(scale >= 0.0) || !std::isfinite(scale)) return {NAN, NAN, false};
-  if (scale == 0.0) {
-    if (!detail::row_is_finite(z, vocab)) return {NAN, NAN, false};
-    const double log_v = std::log(static_cast<double>(vocab));
-    return {log_v, log_v, true};
-  }
-#if GRPO_CCCL_HOST_AVX2
-  if (which == isa::avx2) return detail::softmax_row_avx2(z, vocab, scale);
-#endif
-  (void)which;
-  return detail::softmax_row_generic(z, vocab, scale);
-}
+using grpo::host_kernels::avx2_available;
+using grpo::host_kernels::best_isa;
+using grpo::host_kernels::isa;
 
 /// {lse, entropy, logprob} [rows] of softmax(scale z) for z [rows, vocab] and ids [rows], as fn::row_softmax_stats
 /// computes them (an id out of range: reported to error_slot, logprob NaN), rows in parallel under OpenMP.
@@ -232,7 +35,7 @@ inline void softmax_stats(const float* z, const std::int64_t* ids, std::int64_t 
 #endif
   for (std::int64_t n = 0; n < rows; ++n) {
     const float* row = z + n * vocab;
-    const row_moments m = softmax_row_moments(row, vocab, scale, which);
+    const grpo::host_kernels::row_moments m = grpo::host_kernels::softmax_row_moments(row, vocab, scale, which);
     if (!m.ok) {
       fn::row_softmax_stats<float>{z, ids, vocab, scale, lse, entropy, logprob, error_slot}(n);
       continue;
@@ -250,46 +53,21 @@ inline void softmax_stats(const float* z, const std::int64_t* ids, std::int64_t 
 }
 
 /// out [rows, vocab] = d/dz sum_n (g_logprob[n] logprob[n] + g_entropy[n] entropy[n]), as fn::row_softmax_gradient
-/// computes it; out may be z. Rows whose scale or row values are not finite go through that functor.
+/// computes it; out may be z. Rows whose scale, lse, entropy or upstream gradients are not finite go through that
+/// functor.
 inline void softmax_backward(const float* z, const std::int64_t* ids, std::int64_t rows, std::int64_t vocab,
                              double scale, const float* lse, const float* entropy, const float* g_logprob,
                              const float* g_entropy, float* out, isa which = best_isa()) {
-  const bool fast_scale = scale > 0.0 && std::isfinite(scale);
 #if THRUST_DEVICE_SYSTEM == THRUST_DEVICE_SYSTEM_OMP && defined(_OPENMP)
 #pragma omp parallel for schedule(static)
 #endif
   for (std::int64_t n = 0; n < rows; ++n) {
-    const float* row = z + n * vocab;
     float* g = out + n * vocab;
-    const double l = lse[n], h = entropy[n], gl = g_logprob[n], ge = g_entropy[n];
-    if (!fast_scale || !std::isfinite(l) || !std::isfinite(h) || !std::isfinite(gl) || !std::isfinite(ge)) {
-      const fn::row_softmax_gradient<float> element{z, ids, vocab, scale, lse, entropy, g_logprob, g_entropy};
-      for (std::int64_t v = 0; v < vocab; ++v) g[v] = element(n * vocab + v);
+    if (grpo::host_kernels::softmax_gradient_row(z + n * vocab, g, vocab, scale, ids[n], lse[n], entropy[n],
+                                                 g_logprob[n], g_entropy[n], which))
       continue;
-    }
-    const std::int64_t id = ids[n];
-    const bool has_target = id >= 0 && id < vocab;
-    const double z_target = has_target ? static_cast<double>(row[id]) : 0.0;  // read before g overwrites it
-    // log p = s z - l = s (z - c) - r0 with c = l / s rounded to fp32 and r0 = l - s c: z - c is exact for the
-    // entries near the max, which carry the probability, so log p does not inherit the rounding of s z at large |z|.
-    const float c = static_cast<float>(l / scale);
-    const float r0 = static_cast<float>(l - scale * static_cast<double>(c));
-    const float sf = static_cast<float>(scale), coef = static_cast<float>(-scale);
-    const float a = static_cast<float>(gl + ge * h), b = static_cast<float>(ge);
-#if GRPO_CCCL_HOST_AVX2
-    if (which == isa::avx2)
-      detail::gradient_row_avx2(row, g, vocab, sf, c, r0, coef, a, b);
-    else
-      detail::gradient_row_generic(row, g, vocab, sf, c, r0, coef, a, b);
-#else
-    (void)which;
-    detail::gradient_row_generic(row, g, vocab, sf, c, r0, coef, a, b);
-#endif
-    if (has_target) {  // the reference's own expression, where 1 - p cancels
-      const double log_p = scale * z_target - l, p = std::exp(log_p);
-      const double d = gl * (1.0 - p) - (p > 0.0 ? ge * p * (log_p + h) : 0.0);
-      g[id] = static_cast<float>(scale * d);
-    }
+    const fn::row_softmax_gradient<float> element{z, ids, vocab, scale, lse, entropy, g_logprob, g_entropy};
+    for (std::int64_t v = 0; v < vocab; ++v) g[v] = element(n * vocab + v);
   }
 }
 

@@ -29,7 +29,8 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 inline std::int64_t dtype_code(at::ScalarType t) { return static_cast<std::int64_t>(t); }
-inline at::ScalarType dtype_of(const at::IValue& code) { return static_cast<at::ScalarType>(code.toInt()); }
+inline at::ScalarType dtype_of(std::int64_t code) { return static_cast<at::ScalarType>(code); }
+inline at::ScalarType dtype_of(const at::IValue& code) { return dtype_of(code.toInt()); }
 
 /// A loss computed with autograd off, with its gradients with respect to one or two inputs.
 struct analytic_loss {
@@ -70,27 +71,37 @@ inline at::Tensor attach(const at::Tensor& first, const c10::optional<at::Tensor
   return analytic_loss_function::apply(first, second, computed);
 }
 
+/// backend_like(t) with its row primitives computing in row_dtype (backend::row_dtype), checked to be floating.
+inline backend backend_with_rows(const at::Tensor& t, at::ScalarType row_dtype) {
+  check_floating(row_dtype, "row_dtype");
+  auto b = backend_like(t);
+  b.row_dtype = row_dtype;
+  return b;
+}
+
 /// The fused token log-prob / entropy: forward through the backend's chunked row statistics, backward through its
-/// analytic row_softmax_backward, from the saved logits, ids, lse and entropy.
+/// analytic row_softmax_backward, from the saved logits, ids, lse and entropy. Both run without autograd recording,
+/// so with row_dtype float on fp32 CPU logits they take the backend's host fp32 row path.
 struct token_logprobs_function : public torch::autograd::Function<token_logprobs_function> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& ids,
-                               double temperature) {
-    const auto b = backend_like(logits);
+                               double temperature, std::int64_t row_dtype) {
+    const auto b = backend_with_rows(logits, dtype_of(row_dtype));
     auto r = grpo::token_logprobs(wrap(b, logits), wrap_index(b, ids), temperature);
     ctx->save_for_backward({logits, ids, r.lse.raw(), r.logprobs.raw(), r.entropy.raw()});
     ctx->saved_data["temperature"] = temperature;
+    ctx->saved_data["row_dtype"] = row_dtype;
     return {r.logprobs.raw(), r.entropy.raw()};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    if (!ctx->needs_input_grad(0)) return {at::Tensor(), at::Tensor(), at::Tensor()};
+    if (!ctx->needs_input_grad(0)) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
     const auto saved = ctx->get_saved_variables();
-    const auto b = backend_like(saved[0]);
+    const auto b = backend_with_rows(saved[0], dtype_of(ctx->saved_data["row_dtype"]));
     const token_logprob_result<backend> forward_result{wrap(b, saved[3]), wrap(b, saved[4]), wrap(b, saved[2])};
     auto grad = at::empty_like(saved[0]);  // the logits' dtype: bf16 logits get a bf16 gradient, written once
     grpo::token_logprobs_backward(wrap(b, saved[0]), wrap_index(b, saved[1]), ctx->saved_data["temperature"].toDouble(),
                                   forward_result, wrap(b, grad_outputs[0]), wrap(b, grad_outputs[1]), grad);
-    return {grad, at::Tensor(), at::Tensor()};
+    return {grad, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -116,16 +127,20 @@ struct token_logprobs_output {
 /// \param logits       [N, V] floating (fp32, fp64, bf16, fp16), CPU or CUDA, finite.
 /// \param ids          [N] integer ids in [0, V), on the logits' device.
 /// \param temperature  T > 0, finite, with 1/T finite.
+/// \param row_dtype    the dtype the row primitives compute in (backend::row_dtype): double (the default) is exact to
+///                     the reference; float on fp32 CPU logits runs the fp32 row kernels (backend.hpp's
+///                     row_softmax_stats_path), within fp32 rounding of it.
 /// \throws the errors of grpo::token_logprobs (shape_error naming "logits" or "ids", config_error naming
-///         "temperature", value_error naming "logits"); in backward, value_error naming "d_logprobs" or "d_entropy"
-///         for a non-finite upstream gradient.
+///         "temperature", value_error naming "logits"), config_error naming "row_dtype" when it is not floating; in
+///         backward, value_error naming "d_logprobs" or "d_entropy" for a non-finite upstream gradient.
 /// Memory: forward and backward work chunk by chunk (backend::chunk_elements logits at a time); between them only
 /// the [N] lse, log-probs and entropies are kept (and a reference to the logits, which must not be modified in
 /// place). The backward is exact once; it is not itself differentiable (no double backward).
-inline token_logprobs_output token_logprobs(const at::Tensor& logits, const at::Tensor& ids, double temperature = 1.0) {
+inline token_logprobs_output token_logprobs(const at::Tensor& logits, const at::Tensor& ids, double temperature = 1.0,
+                                            at::ScalarType row_dtype = at::kDouble) {
   detail::require_defined(logits, "logits");
   detail::require_defined(ids, "ids");
-  auto outputs = detail::token_logprobs_function::apply(logits, ids, temperature);
+  auto outputs = detail::token_logprobs_function::apply(logits, ids, temperature, detail::dtype_code(row_dtype));
   return {std::move(outputs[0]), std::move(outputs[1])};
 }
 
@@ -220,13 +235,15 @@ inline distillation_output attach_distillation(const at::Tensor& student, distil
 
 /// Fused dense distillation (grpo::distillation_loss as one autograd node; the gradient flows to the student
 /// logits only). Memory: the [N, V] gradient is computed in the forward and kept until the backward (as Liger's
-/// fused losses do), so peak memory is two logits-sized tensors plus the backend's chunk.
-/// \throws what grpo::distillation_loss throws.
+/// fused losses do), so peak memory is two logits-sized tensors plus the backend's chunk. row_dtype: as in
+/// token_logprobs (float on fp32 CPU logits: the fp32 row kernels).
+/// \throws what grpo::distillation_loss throws; config_error naming "row_dtype" when it is not floating.
 inline distillation_output distillation_loss(const at::Tensor& student_logits, const at::Tensor& teacher_logits,
                                              const at::Tensor& mask, const distillation_options& options,
-                                             const loss_denominators& denominators) {
+                                             const loss_denominators& denominators,
+                                             at::ScalarType row_dtype = at::kDouble) {
   detail::require_defined(student_logits, "student_logits");
-  const auto b = backend_like(student_logits);
+  const auto b = detail::backend_with_rows(student_logits, row_dtype);
   auto result = [&] {
     const at::NoGradGuard no_grad;
     return grpo::distillation_loss(wrap(b, student_logits), wrap(b, teacher_logits), wrap(b, mask), options,
@@ -235,14 +252,16 @@ inline distillation_output distillation_loss(const at::Tensor& student_logits, c
   return detail::attach_distillation(student_logits, std::move(result));
 }
 
-/// Fused top-k distillation (grpo::topk_distillation_loss as one autograd node); memory as distillation_loss.
-/// \throws what grpo::topk_distillation_loss throws.
+/// Fused top-k distillation (grpo::topk_distillation_loss as one autograd node); memory and row_dtype as
+/// distillation_loss.
+/// \throws what grpo::topk_distillation_loss throws; config_error naming "row_dtype" when it is not floating.
 inline distillation_output topk_distillation_loss(const at::Tensor& student_logits, const at::Tensor& teacher_ids,
                                                   const at::Tensor& teacher_logprobs, const at::Tensor& mask,
                                                   const distillation_options& options,
-                                                  const loss_denominators& denominators, bool renormalize = false) {
+                                                  const loss_denominators& denominators, bool renormalize = false,
+                                                  at::ScalarType row_dtype = at::kDouble) {
   detail::require_defined(student_logits, "student_logits");
-  const auto b = backend_like(student_logits);
+  const auto b = detail::backend_with_rows(student_logits, row_dtype);
   auto result = [&] {
     const at::NoGradGuard no_grad;
     return grpo::topk_distillation_loss(wrap(b, student_logits), wrap_index(b, teacher_ids), wrap(b, teacher_logprobs),
@@ -251,12 +270,13 @@ inline distillation_output topk_distillation_loss(const at::Tensor& student_logi
   return detail::attach_distillation(student_logits, std::move(result));
 }
 
-/// Fused SFT cross-entropy (grpo::sft_loss as one autograd node); memory as distillation_loss.
-/// \throws what grpo::sft_loss throws.
+/// Fused SFT cross-entropy (grpo::sft_loss as one autograd node); memory and row_dtype as distillation_loss.
+/// \throws what grpo::sft_loss throws; config_error naming "row_dtype" when it is not floating.
 inline distillation_output sft_loss(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& mask,
-                                    const loss_denominators& denominators, double temperature = 1.0) {
+                                    const loss_denominators& denominators, double temperature = 1.0,
+                                    at::ScalarType row_dtype = at::kDouble) {
   detail::require_defined(logits, "logits");
-  const auto b = backend_like(logits);
+  const auto b = detail::backend_with_rows(logits, row_dtype);
   auto result = [&] {
     const at::NoGradGuard no_grad;
     return grpo::sft_loss(wrap(b, logits), wrap_index(b, targets), wrap(b, mask), denominators, temperature);
