@@ -103,6 +103,28 @@ std::vector<double> rows_where(const std::vector<double>& x, std::int64_t cols, 
 
 bool is_ordinary(row_kind k) { return k == row_kind::ordinary || k == row_kind::large || k == row_kind::masked; }
 
+/// A per-row loss [rows] and its gradient [rows, vocab] as host values.
+struct loss_and_gradient {
+  std::vector<double> loss, gradient;
+};
+
+/// The fast path's loss and gradient against the double torch ops (`wide`) and the reference (`want`) on the rows
+/// where ordinary(n), and against the float torch ops (`ops`) on the rows it hands back.
+template <class Ordinary>
+void require_fast_rows(const loss_and_gradient& fast, const loss_and_gradient& wide, const loss_and_gradient& want,
+                       const loss_and_gradient& ops, std::int64_t rows, std::int64_t vocab, Ordinary ordinary) {
+  const auto special = [&](std::int64_t n) { return !ordinary(n); };
+  require_same(rows_where(fast.loss, 1, rows, ordinary), rows_where(wide.loss, 1, rows, ordinary), 1e-6, 1e-5);
+  require_same(rows_where(fast.loss, 1, rows, ordinary), rows_where(want.loss, 1, rows, ordinary), 1e-6, 1e-5);
+  require_same(rows_where(fast.gradient, vocab, rows, ordinary), rows_where(wide.gradient, vocab, rows, ordinary),
+               1e-6, 1e-5);
+  require_same(rows_where(fast.gradient, vocab, rows, ordinary), rows_where(want.gradient, vocab, rows, ordinary),
+               1e-6, 1e-5);
+  require_same(rows_where(fast.loss, 1, rows, special), rows_where(ops.loss, 1, rows, special), 1e-6, 1e-5);
+  require_same(rows_where(fast.gradient, vocab, rows, special), rows_where(ops.gradient, vocab, rows, special), 1e-6,
+               1e-5);
+}
+
 /// Every element equal, bit for bit up to NaN payloads (NaN matches NaN).
 void require_identical(const std::vector<double>& got, const std::vector<double>& want) {
   require_same(got, want, 0, 0);
@@ -313,8 +335,7 @@ TEST_CASE("libtorch host rows: divergences match the double torch ops and the re
   weights[3] = not_a_number;  // a non-finite weight: handed back
   const auto w = grpo::testing::torch_tensor(weights, {rows}, at::kFloat);
   const auto teacher = grpo::testing::torch_tensor(zt_host, {rows, vocab}, at::kFloat);
-  const auto ordinary = [&](std::int64_t n) { return n < 3; };
-  const auto special = [&](std::int64_t n) { return n >= 3; };
+  const auto ordinary = [&](std::int64_t n) { return n < 3; };  // rows 3.. are handed back
   for (const double beta : {0.0, 1.0, 0.5, 0.9}) {
     for (const double temperature : {1.0, 2.0}) {
       INFO("beta " << beta << ", temperature " << temperature);
@@ -329,16 +350,9 @@ TEST_CASE("libtorch host rows: divergences match the double torch ops and the re
                                        reference_values(zt_host, shape::matrix(rows, vocab)), s, beta,
                                        reference_values(host(w), shape::vector(rows)), g_want);
       // Per-entry terms in fp32 summed in double; a row near 1e4 keeps its precision through the split lse.
-      require_same(rows_where(host(loss), 1, rows, ordinary), rows_where(host(wide), 1, rows, ordinary), 1e-6, 1e-5);
-      require_same(rows_where(host(loss), 1, rows, ordinary), rows_where(want.data, 1, rows, ordinary), 1e-6, 1e-5);
-      require_same(rows_where(host(g_fast), vocab, rows, ordinary), rows_where(host(g_wide), vocab, rows, ordinary),
-                   1e-6, 1e-5);
-      require_same(rows_where(host(g_fast), vocab, rows, ordinary), rows_where(g_want.data, vocab, rows, ordinary),
-                   1e-6, 1e-5);
       // The handed-back rows are the torch ops' in float (fp64 student logits take them, on the same values).
-      require_same(rows_where(host(loss), 1, rows, special), rows_where(host(ops), 1, rows, special), 1e-6, 1e-5);
-      require_same(rows_where(host(g_fast), vocab, rows, special), rows_where(host(g_ops), vocab, rows, special), 1e-6,
-                   1e-5);
+      require_fast_rows({host(loss), host(g_fast)}, {host(wide), host(g_wide)}, {want.data, g_want.data},
+                        {host(ops), host(g_ops)}, rows, vocab, ordinary);
       const auto row3 = [](std::int64_t n) { return n == 3; };
       require_same(rows_where(host(loss), 1, rows, row3), rows_where(want.data, 1, rows, row3), 1e-6, 1e-5);
       require_same(rows_where(host(g_fast), vocab, rows, row3), rows_where(g_want.data, vocab, rows, row3), 1e-6, 1e-5);
@@ -380,8 +394,7 @@ TEST_CASE("libtorch host rows: the sparse forward KL matches the double torch op
   const auto it = torch_ids(ids, {rows, k});
   const auto lp = grpo::testing::torch_tensor(logprobs, {rows, k}, at::kFloat);
   const auto w = grpo::testing::torch_tensor(weights, {rows}, at::kFloat);
-  const auto ordinary = [](std::int64_t n) { return n < 4; };
-  const auto special = [](std::int64_t n) { return n >= 4; };
+  const auto ordinary = [](std::int64_t n) { return n < 4; };  // rows 4.. are handed back
   for (const double temperature : {1.0, 0.6}) {
     INFO("temperature " << temperature);
     const double s = 1.0 / temperature;
@@ -397,15 +410,8 @@ TEST_CASE("libtorch host rows: the sparse forward KL matches the double torch op
         r, reference_values(zs, shape::matrix(rows, vocab)),
         grpo::upload_index(r, std::span<const std::int64_t>(ids), shape::matrix(rows, k)),
         reference_values(logprobs, shape::matrix(rows, k)), s, reference_values(host(w), shape::vector(rows)), g_want);
-    require_same(rows_where(host(loss), 1, rows, ordinary), rows_where(host(wide), 1, rows, ordinary), 1e-6, 1e-5);
-    require_same(rows_where(host(loss), 1, rows, ordinary), rows_where(want.data, 1, rows, ordinary), 1e-6, 1e-5);
-    require_same(rows_where(host(g_fast), vocab, rows, ordinary), rows_where(host(g_wide), vocab, rows, ordinary),
-                 1e-6, 1e-5);
-    require_same(rows_where(host(g_fast), vocab, rows, ordinary), rows_where(g_want.data, vocab, rows, ordinary),
-                 1e-6, 1e-5);
-    require_same(rows_where(host(loss), 1, rows, special), rows_where(host(ops), 1, rows, special), 1e-6, 1e-5);
-    require_same(rows_where(host(g_fast), vocab, rows, special), rows_where(host(g_ops), vocab, rows, special), 1e-6,
-                 1e-5);
+    require_fast_rows({host(loss), host(g_fast)}, {host(wide), host(g_wide)}, {want.data, g_want.data},
+                      {host(ops), host(g_ops)}, rows, vocab, ordinary);
     // In place over the student logits.
     auto inplace = student.clone();
     const auto loss_inplace = row_sparse_forward_kl(rows_in(at::kFloat), inplace, it, lp, s, w, inplace);
