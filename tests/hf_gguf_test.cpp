@@ -534,6 +534,18 @@ TEST_CASE("gguf: malformed tensor infos name the file and the tensor", "[hf][ggu
     im.tensors.push_back(im.tensors[0]);
     require_error([&] { parse(im.build()); }, {"model.gguf", "'blk.3.attn_q.weight'", "duplicate tensor name"});
   }
+  SECTION("empty tensors and a file cut inside the padding before the data section") {
+    image im;
+    im.metadata.emplace_back("general.architecture", string_value("llama"));
+    im.tensors.push_back({"empty", {0}, 0, {}, std::nullopt});
+    auto bytes = im.build();
+    REQUIRE(parse(bytes).tensors().size() == 1);  // the whole file: the data section starts at its end
+    REQUIRE(bytes.back() == std::byte{0});        // the last byte is alignment padding
+    bytes.pop_back();
+    require_error([&] { parse(bytes); },
+                  {"model.gguf", "the data section starts at byte " + std::to_string(bytes.size() + 1),
+                   "past the end of the " + std::to_string(bytes.size()) + "-byte file"});
+  }
   SECTION("a tensor count beyond the file") {
     auto bytes = small_image().build();
     bytes[15] = std::byte{0x01};  // tensor count 2^56 + 1

@@ -128,6 +128,8 @@ meta_qwen["tokenizer.ggml.pre"] = ("str", "qwen2")
 write("gguf", "qwen2_vocab.gguf", gguf(meta_qwen, {}))
 write("gguf", "tensors_only.gguf", gguf({}, {"x": (0, [2, 2], f32([1, 2, 3, 4])), "y": (8, [32], q8_0)}, alignment=32))
 copy("gguf", "types.gguf", hf_data / "gguf" / "types.gguf")
+# An empty tensor in a file cut inside the padding before the data section (the input fuzz_gguf found).
+write("gguf", "empty_tensor_cut_padding.gguf", gguf({}, {"e": (0, [0], b"")})[:-1])
 
 # The training config: the committed example configs.
 for name in ("default.toml", "r1_addition.toml"):

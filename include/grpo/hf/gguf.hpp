@@ -680,7 +680,12 @@ class file {
 
   // Checks every tensor's data against the data section and points it into the image.
   void place_tensors() {
-    const std::uint64_t section = bytes_.size() > data_offset_ ? bytes_.size() - data_offset_ : 0;
+    // The data section must start inside the file even when every tensor is empty (found by fuzz_gguf: a file cut
+    // inside the alignment padding left empty tensors pointing past the image).
+    if (!tensors_.empty() && data_offset_ > bytes_.size())
+      fail("the data section starts at byte ", data_offset_, ", past the end of the ", bytes_.size(),
+           "-byte file (truncated file?)");
+    const std::uint64_t section = bytes_.size() - std::min<std::uint64_t>(data_offset_, bytes_.size());
     std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;  // [begin, end) per tensor index
     for (std::size_t i = 0; i < tensors_.size(); ++i) {
       auto& t = tensors_[i];
