@@ -93,8 +93,7 @@ std::size_t thread_count() {
 isa bench_isa() {
   const char* env = std::getenv("GRPO_BENCH_ISA");
   if (env == nullptr || *env == '\0') return best_isa();
-  for (const isa kernels : {isa::generic, isa::avx2, isa::avx512})
-    if (std::string(env) == isa_name(kernels)) return kernels;
+  if (const auto kernels = isa_from_name(env)) return *kernels;
   throw std::invalid_argument("GRPO_BENCH_ISA: expected generic, avx2 or avx512, got " + std::string(env));
 }
 

@@ -356,6 +356,9 @@ TEST_CASE("model fast: forward without activations, accumulation, errors", "[mod
   for (const isa kernels : {isa::avx2, isa::avx512})
     if (!supported(kernels))
       require_error([&] { transformer<float> bad(w, {1, kernels}); }, {"options.kernels", isa_name(kernels)});
+  for (const isa kernels : {isa::generic, isa::avx2, isa::avx512}) CHECK(isa_from_name(isa_name(kernels)) == kernels);
+  CHECK(!isa_from_name("unknown").has_value());
+  CHECK(!isa_from_name("AVX2").has_value());
   require_error([&] { transformer<float> bad(w, {1, static_cast<isa>(7)}); },
                 {"options.kernels", "unknown", "not available"});
   // Weights can change between calls: the next forward uses them.

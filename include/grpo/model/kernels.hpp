@@ -20,6 +20,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -83,6 +85,13 @@ inline const char* isa_name(isa kernels) {
     case isa::avx512: return "avx512";
   }
   return "unknown";
+}
+
+/// The instruction set named `name` (isa_name's spelling), or nothing for any other name.
+inline std::optional<isa> isa_from_name(std::string_view name) {
+  for (const isa kernels : {isa::generic, isa::avx2, isa::avx512})
+    if (name == isa_name(kernels)) return kernels;
+  return std::nullopt;
 }
 
 /// A read-only strided matrix: element (i, j) at data[i * row_stride + j * col_stride].

@@ -116,17 +116,14 @@ inline void check_run(const train_config& c, const tasks::task& task, const text
 /// The native model's options of a config: `threads` threads and the `kernels` instruction set ("auto": the best
 /// this CPU runs). Throws config_error naming `kernels` when this CPU or build cannot run the one asked for.
 inline model::transformer_options native_options(const train_config& c) {
-  model::isa kernels = model::best_isa();
-  if (c.kernels != "auto") {
-    for (const model::isa candidate : {model::isa::generic, model::isa::avx2, model::isa::avx512})
-      if (c.kernels == model::isa_name(candidate)) kernels = candidate;
-    GRPO_CHECK(c.kernels == model::isa_name(kernels), config_error, "kernels: unknown instruction set \"", c.kernels,
-               "\" (expected auto, generic, avx2 or avx512)");
-    GRPO_CHECK(model::supported(kernels), config_error, "kernels: ", c.kernels,
-               " is not available on this CPU or build (it runs up to ", model::isa_name(model::best_isa()),
-               "; auto picks that)");
-  }
-  return model::transformer_options(c.threads, kernels);
+  if (c.kernels == "auto") return model::transformer_options(c.threads, model::best_isa());
+  const auto kernels = model::isa_from_name(c.kernels);
+  GRPO_CHECK(kernels.has_value(), config_error, "kernels: unknown instruction set \"", c.kernels,
+             "\" (expected auto, generic, avx2 or avx512)");
+  GRPO_CHECK(model::supported(*kernels), config_error, "kernels: ", c.kernels,
+             " is not available on this CPU or build (it runs up to ", model::isa_name(model::best_isa()),
+             "; auto picks that)");
+  return model::transformer_options(c.threads, *kernels);
 }
 
 /// The native policy of a config: the weights of `model.init` when set (a model directory), else

@@ -100,6 +100,14 @@ inline bool host_fp32_logits(const backend& b, const at::Tensor& z) {
 
 inline bool records_graph(const at::Tensor& t) { return at::GradMode::is_enabled() && t.requires_grad(); }
 
+/// The path of a row primitive over two fp32 inputs (the student's logits and the teacher's logits or log-probs):
+/// host_fp32 when both are fp32 CPU tensors, b.row_dtype is float and autograd records nothing for either.
+inline row_path two_input_path(const backend& b, const at::Tensor& x, const at::Tensor& y) {
+  return host_fp32_logits(b, x) && host_fp32_logits(b, y) && !records_graph(x) && !records_graph(y)
+             ? row_path::host_fp32
+             : row_path::torch_ops;
+}
+
 }  // namespace detail
 
 /// Which implementation row_softmax_stats runs for logits z: row_path::host_fp32 (the core's fp32 row kernels,
@@ -119,10 +127,7 @@ inline row_path row_softmax_backward_path(const backend& b, const at::Tensor& z)
 /// Which implementation row_divergence runs: row_path::host_fp32 when both logits are fp32 CPU tensors, b.row_dtype
 /// is float and autograd records nothing for either; row_path::torch_ops otherwise.
 inline row_path row_divergence_path(const backend& b, const at::Tensor& student, const at::Tensor& teacher) {
-  return detail::host_fp32_logits(b, student) && detail::host_fp32_logits(b, teacher) &&
-                 !detail::records_graph(student) && !detail::records_graph(teacher)
-             ? row_path::host_fp32
-             : row_path::torch_ops;
+  return detail::two_input_path(b, student, teacher);
 }
 
 /// {lse, entropy, logprob} of softmax(s z) per row, computed in b.row_dtype chunk by chunk and returned in the
@@ -334,10 +339,7 @@ inline at::Tensor row_sparse_forward_kl_torch(const backend& b, const at::Tensor
 /// otherwise.
 inline row_path row_sparse_forward_kl_path(const backend& b, const at::Tensor& student,
                                            const at::Tensor& teacher_logprobs) {
-  return detail::host_fp32_logits(b, student) && detail::host_fp32_logits(b, teacher_logprobs) &&
-                 !detail::records_graph(student) && !detail::records_graph(teacher_logprobs)
-             ? row_path::host_fp32
-             : row_path::torch_ops;
+  return detail::two_input_path(b, student, teacher_logprobs);
 }
 
 /// Forward KL against a sparse teacher: loss_n = sum_j p_j (log p_j - log q_{id_j}) with p_j = exp(teacher log-prob),
