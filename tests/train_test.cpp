@@ -251,6 +251,38 @@ TEST_CASE("clip_grad_norm: global L2 norm, PyTorch scaling", "[train][clip]") {
   grpo::testing::require_error([&] { clip_grad_norm(std::span<double>(bad), 1.0); }, {"grads"});
 }
 
+TEST_CASE("batching: kept rows, micro-batches, final masks and the batch's denominators", "[train][batching]") {
+  // Two groups of G = 2. The first group's scores are equal: dynamic sampling drops it.
+  const std::vector<double> scores{1.0, 1.0, 0.0, 1.0};
+  REQUIRE(kept_rows(scores, 2, true) == std::vector<std::size_t>{2, 3});
+  const auto kept = kept_rows(scores, 2, false);
+  REQUIRE(kept == std::vector<std::size_t>{0, 1, 2, 3});
+
+  const std::vector<std::vector<grpo::token_id>> prompts{{7}, {8, 9}};
+  std::vector<grpo::sampled_completion> completions(4);
+  const std::vector<std::vector<grpo::token_id>> tokens{{1, 2}, {3}, {4, 5, 6}, {1, 1}};
+  for (std::size_t r = 0; r < 4; ++r) {
+    completions[r].tokens = tokens[r];
+    completions[r].stopped = r != 3;  // row 3 ran out of tokens
+  }
+  const grpo::reference_backend<double> b;
+  const auto rows = make_masked_micro_batches(b, std::span<const std::vector<grpo::token_id>>(prompts),
+                                              std::span<const grpo::sampled_completion>(completions),
+                                              std::span<const std::size_t>(kept), 2, 3, true);
+  REQUIRE(rows.micro_batches.size() == 2);
+  REQUIRE(rows.micro_batches[0].rows == std::vector<std::size_t>{0, 1, 2});
+  REQUIRE(rows.micro_batches[0].batch.prompts[2] == prompts[1]);
+  REQUIRE(rows.micro_batches[1].rows == std::vector<std::size_t>{3});
+  // Each micro-batch padded to its own longest completion; the truncated row 3 masked out whole.
+  REQUIRE(rows.masks[0].to_host() == std::vector<double>{1, 1, 0, 1, 0, 0, 1, 1, 1});
+  REQUIRE(rows.masks[1].to_host() == std::vector<double>{0, 0});
+  single_process one;
+  const auto d = global_denominators<grpo::reference_backend<double>>(rows.masks, 4.0, one);
+  REQUIRE(d.tokens == 6.0);
+  REQUIRE(d.sequences == 4.0);  // every row counts, the masked-out one included (TRL's per-sequence mean)
+  REQUIRE(d.constant == 4.0);
+}
+
 TEST_CASE("pass_at_k: the unbiased estimator of Chen et al. 2021", "[train][eval]") {
   REQUIRE(pass_at_k(4, 0, 1) == 0.0);
   REQUIRE(pass_at_k(4, 4, 4) == 1.0);

@@ -168,13 +168,13 @@ int grad_command(const train::train_config& c, const std::string& input, const s
     }
     train::single_process one;
     const auto kept = train::kept_rows(scores, g, c.dynamic_sampling);
-    const auto micro_batches = train::make_micro_batches(prompts, completions, kept, g, c.per_device_train_batch_size);
-    std::vector<tensor<B>> masks;
-    for (const auto& mb : micro_batches)
-      masks.push_back(train::final_mask(b, mb, std::span<const sampled_completion>(completions),
-                                        c.mask_truncated_completions));
-    const train::update_batch<B> batch{micro_batches, masks, advantages, completions,
-                                       train::global_denominators<B>(masks, loss.constant, one), !kept.empty()};
+    const auto rows_to_train = train::make_masked_micro_batches(
+        b, std::span<const std::vector<token_id>>(prompts), std::span<const sampled_completion>(completions), kept, g,
+        c.per_device_train_batch_size, c.mask_truncated_completions);
+    const auto& micro_batches = rows_to_train.micro_batches;
+    const train::update_batch<B> batch{micro_batches, rows_to_train.masks, advantages, completions,
+                                       train::global_denominators<B>(rows_to_train.masks, loss.constant, one),
+                                       !kept.empty()};
     // Learning rate 0: the update runs whole (the optimizer included, as in a step) and leaves the weights.
     policy.reset_optimizer(c.adam());
     const auto update = train::grpo_update(policy, batch, loss, c.temperature, 1, 0.0, c.max_grad_norm, one);

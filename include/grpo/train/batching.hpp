@@ -101,4 +101,26 @@ loss_denominators global_denominators(std::span<const tensor<B>> masks, double c
   return den;
 }
 
+/// The kept rows of a rollout as they train: their micro-batches (make_micro_batches) and each
+/// one's final mask (final_mask). Owns what an update_batch (update.hpp) views.
+template <tensor_backend B>
+struct masked_micro_batches {
+  std::vector<micro_batch> micro_batches;
+  std::vector<tensor<B>> masks;
+};
+
+/// The micro-batches of at most `size` kept rows and their final masks: the one assembly of the
+/// trainer's GRPO step and of `grpo grad`.
+template <tensor_backend B>
+masked_micro_batches<B> make_masked_micro_batches(const B& backend, std::span<const std::vector<token_id>> prompts,
+                                                  std::span<const sampled_completion> completions,
+                                                  std::span<const std::size_t> kept, std::int64_t group_size,
+                                                  std::int64_t size, bool mask_truncated_completions) {
+  masked_micro_batches<B> out;
+  out.micro_batches = make_micro_batches(prompts, completions, kept, group_size, size);
+  for (const auto& mb : out.micro_batches)
+    out.masks.push_back(final_mask(backend, mb, completions, mask_truncated_completions));
+  return out;
+}
+
 }  // namespace grpo::train

@@ -237,15 +237,14 @@ class trainer {
     std::vector<std::size_t> kept;
     for (const auto row : kept_all)
       if (row >= offset && row < offset + local_rows) kept.push_back(row - offset);
-    const auto micro_batches = make_micro_batches(rollout.prompts, rollout.completions, kept, g,
-                                                  config_.per_device_train_batch_size);
-    std::vector<tensor<typename P::backend_type>> masks;
-    for (const auto& mb : micro_batches)
-      masks.push_back(final_mask(b, mb, std::span<const sampled_completion>(rollout.completions),
-                                 config_.mask_truncated_completions));
+    const auto rows_to_train =
+        make_masked_micro_batches(b, std::span<const std::vector<token_id>>(rollout.prompts),
+                                  std::span<const sampled_completion>(rollout.completions), kept, g,
+                                  config_.per_device_train_batch_size, config_.mask_truncated_completions);
     const update_batch<typename P::backend_type> batch{
-        micro_batches, masks, advantages, rollout.completions,
-        global_denominators<typename P::backend_type>(masks, loss_.constant, comm()), !kept_all.empty()};
+        rows_to_train.micro_batches, rows_to_train.masks, advantages, rollout.completions,
+        global_denominators<typename P::backend_type>(rows_to_train.masks, loss_.constant, comm()),
+        !kept_all.empty()};
     const double lr = learning_rate_at(grpo_schedule_, config_.learning_rate, config_.warmup_ratio,
                                        std::max<std::int64_t>(1, config_.max_steps), state_.step);
     auto update = grpo_update(policy_, batch, loss_, config_.temperature, config_.num_iterations, lr,
