@@ -12,6 +12,7 @@
 #include <concepts>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <utility>
@@ -105,9 +106,13 @@ inline resolved_groups resolve_groups(const group_layout& layout, std::int64_t b
   return out;
 }
 
-/// Finite or NaN (NaN marks an unscorable completion); Inf is an error.
+/// Finite or NaN (NaN marks an unscorable completion); Inf is an error. A backend that counts
+/// non-finite values where they live (validate.hpp) skips the download when there are none.
 template <tensor_backend B>
 void expect_no_inf(const tensor<B>& t, std::string_view name) {
+  if constexpr (counts_not_finite<B>) {
+    if (count_not_finite(t.backend(), t.raw()) == 0) return;
+  }
   const auto values = t.to_host();
   for (std::size_t i = 0; i < values.size(); ++i)
     GRPO_CHECK(!std::isinf(values[i]), value_error, name, ": element ", i, " is ", values[i],
@@ -176,21 +181,24 @@ double zero_std_share(const group_statistics<B>& stats, std::int64_t groups) {
 }
 
 /// A backend's fused GRPO advantages (backend.hpp, "optional fused paths"): grpo_core in one sweep over the
-/// scores, given validated scores [B], dense group ids [B] in [0, groups) and validated options.
+/// scores, given validated scores [B], dense group ids [B] in [0, groups) and validated options; nullopt where the
+/// backend leaves these scores to the generic path (LibTorch: a device, dtype or autograd it does not fuse).
 template <class B>
 concept has_fused_grpo_advantages =
     requires(const B& b, const typename B::tensor_type& scores, std::span<const std::int64_t> ids,
              std::int64_t groups, const grpo_advantage_options& options) {
-      { fused_grpo_advantages(b, scores, ids, groups, options) } -> std::same_as<advantage_result<B>>;
+      { fused_grpo_advantages(b, scores, ids, groups, options) } -> std::same_as<std::optional<advantage_result<B>>>;
     };
 
 /// grpo_advantages on validated input with resolved groups.
 template <tensor_backend B>
 advantage_result<B> grpo_core(const tensor<B>& scores, const resolved_groups& groups,
                               const grpo_advantage_options& options) {
-  if constexpr (has_fused_grpo_advantages<B>)
-    return fused_grpo_advantages(scores.backend(), scores.raw(), std::span<const std::int64_t>(groups.ids),
-                                 groups.count, options);
+  if constexpr (has_fused_grpo_advantages<B>) {
+    if (auto fused = fused_grpo_advantages(scores.backend(), scores.raw(), std::span<const std::int64_t>(groups.ids),
+                                           groups.count, options))
+      return std::move(*fused);
+  }
   const auto ids = make_index(scores.backend(), groups.ids, scores.shape());
   const auto stats = group_stats(scores, ids, groups.count, options.std_floor);
   const auto batch = scorable_moments(scores, stats.valid);

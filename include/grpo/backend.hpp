@@ -33,8 +33,10 @@
 //   after its own input checks, where it exists:
 //     fused_policy_loss(b, inputs, options, denominators) -> optional<policy_loss_result>  (policy_loss.hpp;
 //       nullopt when a value check fails, so that the generic checks name the input)
-//     fused_grpo_advantages(b, scores, group ids, groups, options) -> advantage_result       (advantages.hpp)
-//   grpo::cccl's host systems define both (host_fused.hpp).
+//     fused_grpo_advantages(b, scores, group ids, groups, options) -> optional<advantage_result> (advantages.hpp;
+//       nullopt where the backend leaves the scores to the generic path)
+//   grpo::cccl's host systems define both (host_fused.hpp), as does grpo::libtorch for CPU fp32 and fp64 tensors
+//   (libtorch/fused_losses.hpp); both run the core's host row kernels (grpo/host/policy_rows.hpp, group_stats.hpp).
 // }
 //
 // concept logits_backend<B> refines it with the row-wise softmax primitives that need one pass

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// grpo/host/isa.hpp: the instruction-set dispatch of the host fp32 row kernels (softmax_rows.hpp, divergence_rows.hpp):
-// each kernel is compiled once for the translation unit's own target (SSE2 for a default x86-64 build) and, with GCC
-// or Clang on x86-64, once more as an AVX2+FMA clone ([[gnu::target]]) picked at run time, so one binary runs
-// everywhere and uses AVX2 where the CPU has it. Not under nvcc (__CUDACC__), whose host pass does not take the
-// clones; the kernels then live in another inline namespace, so the two builds never share a definition (ODR).
+// grpo/host/isa.hpp: the instruction-set dispatch of the host row kernels (softmax_rows.hpp, divergence_rows.hpp,
+// policy_rows.hpp): each kernel is compiled once for the translation unit's own target (SSE2 for a default x86-64
+// build) and, with GCC or Clang on x86-64, once more as an AVX2+FMA clone ([[gnu::target]]) picked at run time, so one
+// binary runs everywhere and uses AVX2 where the CPU has it. Not under nvcc (__CUDACC__), whose host pass does not
+// take the clones; the kernels then live in another inline namespace, so the two builds never share a definition (ODR).
 #pragma once
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(__CUDACC__)

@@ -2,8 +2,8 @@
 // grpo/host/simd_math.hpp: a branch-free fp32 exp and log for the host fp32 row kernels (softmax_rows.hpp,
 // divergence_rows.hpp; used by grpo::cccl's host systems and grpo::libtorch's CPU path), written so that GCC and Clang
 // vectorize a loop calling them at -O3 for any x86-64 target (SSE2 upwards), which std::exp and std::log never are;
-// and an fp32 expm1 for grpo::cccl's host_fused.hpp per-token loop, where these polynomials cost a few nanoseconds
-// against glibc's double exp and expm1.
+// and an fp32 expm1 for the policy loss's per-token loop (policy_rows.hpp), where these polynomials cost a few
+// nanoseconds against glibc's double exp and expm1.
 //   exp(x) = 2^n e^r,  n = round(x / ln 2),  r = x - n ln 2 in [-ln2/2, ln2/2],
 // with Cody and Waite's range reduction (Cody & Waite 1980, "Software Manual for the Elementary Functions", ch. 6:
 // ln 2 split in a 9-bit head, so n ln2_hi is exact, and a tail), e^r = 1 + r + r^2 g(r) with g a degree-4

@@ -3,7 +3,9 @@
 // token_logprobs: log p[id] and H of softmax(z / T) per row in chunks, backward (1/T)[g_logp (onehot - p) -
 // g_H p (log p + H)] recomputing p (no N x V tensor is kept between forward and backward). The losses (policy,
 // value, distillation, SFT) run the generic algorithm of include/grpo once with autograd off and hand its exact
-// analytic gradient to autograd, instead of recording every elementwise op. Same numbers as the composite paths.
+// analytic gradient to autograd, instead of recording every elementwise op. Same numbers as the composite paths, but
+// for the policy loss on CPU fp32 / fp64 tensors, which with autograd off takes the backend's fused host path
+// (fused_losses.hpp: the same formulas, rounded in another order).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -167,7 +169,8 @@ struct policy_loss_output {
 /// Fused policy loss (grpo::policy_loss as one autograd node): the loss is computed once with autograd off and
 /// backward returns grad_output times the exact analytic gradient, so nothing [B,T]-sized is recorded per
 /// elementwise step. Options, denominators, formulas, tie-breaking and errors are those of grpo::policy_loss;
-/// the computation runs on the device of logprobs in its compute dtype (fp32 for bf16 log-probs).
+/// the computation runs on the device of logprobs in its compute dtype (fp32 for bf16 log-probs): for CPU fp32 and
+/// fp64 inputs of one dtype, the backend's fused host path (fused_losses.hpp, policy_loss_path).
 /// \throws shape_error naming a required input that is undefined, then everything grpo::policy_loss throws.
 inline policy_loss_output policy_loss(const policy_loss_tensors& inputs, const policy_loss_options& options,
                                       const loss_denominators& denominators) {
