@@ -266,9 +266,7 @@ TEST_CASE("batching: kept rows, micro-batches, final masks and the batch's denom
     completions[r].stopped = r != 3;  // row 3 ran out of tokens
   }
   const grpo::reference_backend<double> b;
-  const auto rows = make_masked_micro_batches(b, std::span<const std::vector<grpo::token_id>>(prompts),
-                                              std::span<const grpo::sampled_completion>(completions),
-                                              std::span<const std::size_t>(kept), 2, 3, true);
+  const auto rows = make_masked_micro_batches(b, prompts, completions, kept, 2, 3, true);
   REQUIRE(rows.micro_batches.size() == 2);
   REQUIRE(rows.micro_batches[0].rows == std::vector<std::size_t>{0, 1, 2});
   REQUIRE(rows.micro_batches[0].batch.prompts[2] == prompts[1]);

@@ -168,9 +168,9 @@ int grad_command(const train::train_config& c, const std::string& input, const s
     }
     train::single_process one;
     const auto kept = train::kept_rows(scores, g, c.dynamic_sampling);
-    const auto rows_to_train = train::make_masked_micro_batches(
-        b, std::span<const std::vector<token_id>>(prompts), std::span<const sampled_completion>(completions), kept, g,
-        c.per_device_train_batch_size, c.mask_truncated_completions);
+    const auto rows_to_train = train::make_masked_micro_batches(b, prompts, completions, kept, g,
+                                                                c.per_device_train_batch_size,
+                                                                c.mask_truncated_completions);
     const auto& micro_batches = rows_to_train.micro_batches;
     const train::update_batch<B> batch{micro_batches, rows_to_train.masks, advantages, completions,
                                        train::global_denominators<B>(rows_to_train.masks, loss.constant, one),

@@ -238,8 +238,7 @@ class trainer {
     for (const auto row : kept_all)
       if (row >= offset && row < offset + local_rows) kept.push_back(row - offset);
     const auto rows_to_train =
-        make_masked_micro_batches(b, std::span<const std::vector<token_id>>(rollout.prompts),
-                                  std::span<const sampled_completion>(rollout.completions), kept, g,
+        make_masked_micro_batches(b, rollout.prompts, rollout.completions, kept, g,
                                   config_.per_device_train_batch_size, config_.mask_truncated_completions);
     const update_batch<typename P::backend_type> batch{
         rows_to_train.micro_batches, rows_to_train.masks, advantages, rollout.completions,

@@ -27,15 +27,6 @@
 
 namespace grpo::cccl {
 inline namespace GRPO_CCCL_SYSTEM_NAMESPACE {
-namespace host_fused {
-
-template <class T>
-const T* data_of(const std::optional<tensor<backend<T>>>& t) {
-  return t ? t->raw().data.data() : nullptr;
-}
-
-}  // namespace host_fused
-
 /// policy_loss (policy_loss.hpp) for validated options, denominators and shapes; nullopt when an input holds NaN
 /// or Inf or the mask a value other than 0 or 1, so that the generic checks name it.
 template <class T>
@@ -54,7 +45,7 @@ std::optional<policy_loss_result<backend<T>>> fused_policy_loss(const backend<T>
   // An absent input is nullptr; so is a present one without storage (an empty tensor), whose rows have no token
   // to read, and whose presence the metrics take from the optional.
   const auto present = [](const std::optional<tensor_t>& t, std::int64_t begin) -> const T* {
-    return t ? host_fused::data_of(t) + begin : nullptr;
+    return t ? t->raw().data.data() + begin : nullptr;
   };
   const bool entropy = in.entropy.has_value();
 
