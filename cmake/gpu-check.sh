@@ -9,7 +9,10 @@
 #   torch    builds grpo_tests_torch, grpo_tests_torch_cuda and the grpo CLI against python3's torch (its
 #            torch.utils.cmake_prefix_path: the pip wheel's LibTorch, the only one whose ABI and CUDA match the
 #            machine's) and runs them: the [cuda] cases, then the whole suite (CUDA cases run for real), then the
-#            conformance suite on CUDA tensors.
+#            conformance suite on CUDA tensors. With nvcc also grpo_tests_torch_cuda_kernels (the LibTorch backend's
+#            row primitives on grpo::cuda's kernels: against the torch ops, the fused Functions, the conformance
+#            suite) and grpo_torch_cuda_kernels_bench, whose table (forward + backward of the token log-probs, JSD,
+#            top-k KL and SFT losses against PyTorch eager ops, time and peak memory) follows the LibTorch table.
 #   smollm2  with that CLI, `grpo score` of tests/data/hf/smollm2_fixture.json's pairs on $GRPO_TORCH_DEVICE and on
 #            the CPU against transformers, and a short `grpo train` (GRPO on the arithmetic task, no cold start) of
 #            SmolLM2-135M-Instruct with --policy torch: steps/s, generation and training tokens/s, peak GPU memory.
@@ -264,9 +267,12 @@ print(":".join([lib] + sorted(nvidia)))' 2>/dev/null) ||
   if [[ -z "$torch_dir" ]] && ((dry_run)); then torch_dir="<$python's torch.utils.cmake_prefix_path>/Torch"; fi
   [[ -n "$torch_dir" ]] || { echo "gpu-check: $python has no torch and GRPO_TORCH_DIR is unset" >&2; return 1; }
   # A CUDA LibTorch's CMake files enable CUDA and take the architectures from TORCH_CUDA_ARCH_LIST (else they probe
-  # the GPU); nothing here is compiled by nvcc.
+  # the GPU). grpo::cuda comes along for grpo_tests_torch_cuda_kernels and its timing program, the LibTorch backend
+  # on grpo::cuda's kernels: the only files here compiled by nvcc, for sm_$arch (CMAKE_CUDA_ARCHITECTURES: CMake's
+  # default, once LibTorch's files have enabled CUDA, would be nvcc's oldest architecture).
   local args=(-S "$root" -B "$torch_build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGRPO_WITH_TORCH=ON
-    "-DTorch_DIR=$torch_dir" -DGRPO_WITH_CUDA=OFF -DGRPO_BUILD_BENCH=OFF -DGRPO_HEADER_CHECK=OFF
+    "-DTorch_DIR=$torch_dir" -DGRPO_WITH_CUDA=ON -DGRPO_BUILD_CUDA_KERNELS=ON -DGRPO_BUILD_CUDA_GPU_TESTS=ON
+    "-DCMAKE_CUDA_ARCHITECTURES=$arch" -DGRPO_BUILD_BENCH=OFF -DGRPO_HEADER_CHECK=OFF
     -DGRPO_BUILD_EXAMPLES=OFF -DGRPO_BUILD_CLI=ON "-DTORCH_CUDA_ARCH_LIST=${arch:0:-1}.${arch: -1}")
   # The wheel's libtorch_cuda.so finds its CUDA libraries (NCCL, cuBLAS, cuDNN, ...) in the nvidia-* wheels beside it
   # through its RPATH, but ld searches the executable's -rpath first, where the toolkit's own, possibly older, copies
@@ -307,6 +313,11 @@ print(":".join([lib] + sorted(nvidia)))' 2>/dev/null) ||
       ninja -C "$torch_build" -t targets all 2>/dev/null | grep -c '^grpo_tests_torch_cuda:' >/dev/null; then
       targets+=(grpo_tests_torch_cuda)
     fi
+    # With a CUDA LibTorch and nvcc too: the LibTorch backend on grpo::cuda's kernels (tests/torch/CMakeLists.txt).
+    if ((dry_run)) ||
+      ninja -C "$torch_build" -t targets all 2>/dev/null | grep -c '^grpo_tests_torch_cuda_kernels:' >/dev/null; then
+      targets+=(grpo_tests_torch_cuda_kernels grpo_torch_cuda_kernels_bench)
+    fi
   fi
   run_logged "$torch_logs/torch_build.log" cmake --build "$torch_build" -j "$jobs" --target "${targets[@]}" ||
     { grep -m 5 -A 12 "error\|FAILED" "$torch_logs/torch_build.log" >&2; tail -n 20 "$torch_logs/torch_build.log" >&2
@@ -324,6 +335,14 @@ torch_part() {
   if [[ -x "$tbin/grpo_tests_torch_cuda" ]] || ((dry_run)); then
     run_logged "$torch_logs/torch_cuda_conformance.log" timeout 300 "$tbin/grpo_tests_torch_cuda" -r junit \
       -o "$torch_logs/torch_cuda_conformance.xml" || rc=$?
+  fi
+  # The LibTorch backend's row primitives on grpo::cuda's kernels: the tests, then the timing against eager ops.
+  local kernels_rc=0
+  if [[ -x "$tbin/grpo_tests_torch_cuda_kernels" ]] || ((dry_run)); then
+    run_logged "$torch_logs/torch_cuda_kernels.log" timeout 300 "$tbin/grpo_tests_torch_cuda_kernels" -r junit \
+      -o "$torch_logs/torch_cuda_kernels.xml" || kernels_rc=$?
+    run_logged "$torch_logs/torch_cuda_kernels_bench.log" timeout 240 "$tbin/grpo_torch_cuda_kernels_bench" ||
+      result=1
   fi
   # One rank through a real NCCL communicator (the device path of the torch policy's gradients included).
   local t nccl_bin=${GRPO_TORCH_PREBUILT:-$torch_build/tests/nccl}
@@ -344,6 +363,14 @@ torch_part() {
   # The [cuda] cases WARN and return where LibTorch sees no device (JUnit reports them passed): say so.
   [[ "$torch_info" == *"device none"* ]] &&
     torch_rows+=("| note | torch sees no CUDA device: the [cuda] cases returned early |")
+  if [[ -f "$torch_logs/torch_cuda_kernels.xml" ]]; then
+    torch_rows+=("$(junit_summary "grpo_tests_torch_cuda_kernels" "$torch_logs/torch_cuda_kernels.xml" row 2>&1)")
+    ((kernels_rc == 0)) || result=1
+  elif ((kernels_rc == 77)); then
+    torch_rows+=("| grpo_tests_torch_cuda_kernels | skipped: no CUDA device |")
+  fi
+  [[ -f "$torch_logs/torch_cuda_kernels_bench.log" ]] &&
+    torch_bench_text=$(cat "$torch_logs/torch_cuda_kernels_bench.log")
   if ((rc == 77)); then
     torch_rows+=("| grpo_tests_torch_cuda | skipped: no CUDA device |")
   elif [[ -f "$torch_logs/torch_cuda_conformance.xml" ]]; then
@@ -627,6 +654,7 @@ if has_part torch || has_part smollm2 || has_part job || has_part trl || has_par
   if torch_setup; then
     if has_part torch; then torch_part || status=1; fi
     print_table LibTorch "${torch_rows[@]}"
+    ((dry_run)) || [[ -z "${torch_bench_text:-}" ]] || printf '\n%s\n' "$torch_bench_text"
     if has_part smollm2; then
       smollm2_part || status=1
       print_table "SmolLM2 on $device" "${smollm2_rows[@]}"

@@ -16,6 +16,7 @@ struct cpu_device {
   static constexpr const char* fp32 = "libtorch fp32 on CPU";
   static constexpr const char* fp32_rows = "libtorch fp32, row_dtype float, on CPU";
   static constexpr const char* bf16 = "libtorch bf16 on CPU";
+  static constexpr double fp32_rows_rtol = 1e-5, fp32_rows_atol = 1e-6;
 };
 
 struct cuda_device {
@@ -24,6 +25,21 @@ struct cuda_device {
   static constexpr const char* fp32 = "libtorch fp32 on CUDA";
   static constexpr const char* fp32_rows = "libtorch fp32, row_dtype float, on CUDA";
   static constexpr const char* bf16 = "libtorch bf16 on CUDA";
+  static constexpr double fp32_rows_rtol = 1e-5, fp32_rows_atol = 1e-6;
+};
+
+/// CUDA tensors in a file compiled by nvcc with grpo::cuda's kernels (conformance_cuda_kernels_test.cu): the row
+/// primitives of the fixtures whose row_dtype is the kernels' accumulation type run those kernels. Those accumulate
+/// fp32 rows in fp32 (tree reductions: about log2(V) x 6e-8 relative; the entropy as log S - U / S), so fp32 rows get
+/// the cccl backend's CUDA budget (tests/cuda/conformance_fixtures.hpp): 2e-5 relative, 2e-6 absolute.
+struct cuda_kernel_device {
+  static at::Device device() { return {at::kCUDA, 0}; }
+  static constexpr const char* fp64 = "libtorch fp64 on CUDA, grpo::cuda kernels";
+  static constexpr const char* fp32 = "libtorch fp32 on CUDA, grpo::cuda kernels";
+  static constexpr const char* fp32_rows = "libtorch fp32, row_dtype float, on CUDA, grpo::cuda kernels";
+  static constexpr const char* bf16 = "libtorch bf16 on CUDA, grpo::cuda kernels";
+  static constexpr const char* bf16_rows = "libtorch bf16, row_dtype float, on CUDA, grpo::cuda kernels";
+  static constexpr double fp32_rows_rtol = 2e-5, fp32_rows_atol = 2e-6;
 };
 
 template <class Device>
@@ -65,7 +81,8 @@ struct torch_float_fixture {
 /// (include/grpo/host/: fp32 lanes, polynomial exp/log under 1 ulp, block sums merged in double), the path
 /// policy_loss_from_logits and the distillation losses take on fp32 CPU tensors with a float row_dtype; on CUDA,
 /// torch ops in fp32. Each row's sums are over V terms of relative error about 1e-7 merged in double, so the fp32
-/// budget holds: 1e-5 relative, 1e-6 absolute, and large logits at the suite's low-precision atol.
+/// budget holds: 1e-5 relative, 1e-6 absolute, and large logits at the suite's low-precision atol (the device's
+/// fp32_rows_rtol and fp32_rows_atol; wider on grpo::cuda's kernels, cuda_kernel_device).
 template <class Device>
 struct torch_float_rows_fixture {
   using backend_type = libtorch::backend;
@@ -74,7 +91,7 @@ struct torch_float_rows_fixture {
     b.row_dtype = at::kFloat;
     return b;
   }
-  static constexpr double rtol = 1e-5, atol = 1e-6;
+  static constexpr double rtol = Device::fp32_rows_rtol, atol = Device::fp32_rows_atol;
   static constexpr bool high_precision = false;
   static double quantize(double x) { return static_cast<double>(static_cast<float>(x)); }
   static constexpr const char* name = Device::fp32_rows;
@@ -95,6 +112,23 @@ struct torch_bf16_fixture {
     return static_cast<double>(static_cast<float>(c10::BFloat16(static_cast<float>(x))));
   }
   static constexpr const char* name = Device::bf16;
+};
+
+/// bf16 inputs with row_dtype float: the row primitives compute in fp32 from the bf16 values (on CUDA with grpo::cuda's
+/// kernels, which accumulate bf16 rows in fp32), the rest as torch_bf16_fixture: its relative tolerance, the device's
+/// fp32 rows' absolute one.
+template <class Device>
+struct torch_bf16_rows_fixture {
+  using backend_type = libtorch::backend;
+  static backend_type make() {
+    auto b = make_torch_backend<Device>(at::kBFloat16);
+    b.row_dtype = at::kFloat;
+    return b;
+  }
+  static constexpr double rtol = 1.0 / 256, atol = Device::fp32_rows_atol;
+  static constexpr bool high_precision = false;
+  static double quantize(double x) { return torch_bf16_fixture<Device>::quantize(x); }
+  static constexpr const char* name = Device::bf16_rows;
 };
 
 }  // namespace grpo::testing

@@ -18,12 +18,14 @@
 #include "grpo/aggregation.hpp"
 #include "grpo/distillation.hpp"
 #include "grpo/libtorch/backend.hpp"
+#include "grpo/libtorch/config.hpp"
 #include "grpo/logits.hpp"
 #include "grpo/policy_loss.hpp"
 #include "grpo/tensor.hpp"
 #include "grpo/value_loss.hpp"
 
 namespace grpo::libtorch {
+inline namespace GRPO_LIBTORCH_NAMESPACE {
 
 namespace detail {
 
@@ -287,4 +289,5 @@ inline distillation_output sft_loss(const at::Tensor& logits, const at::Tensor& 
   return detail::attach_distillation(logits, std::move(result));
 }
 
+}  // namespace GRPO_LIBTORCH_NAMESPACE
 }  // namespace grpo::libtorch

@@ -10,11 +10,13 @@
 #include <ATen/ATen.h>
 
 #include "grpo/backend.hpp"
+#include "grpo/libtorch/config.hpp"
 #include "grpo/libtorch/row_primitives.hpp"
 #include "grpo/libtorch/tensor_ops.hpp"
 #include "grpo/tensor.hpp"
 
 namespace grpo::libtorch {
+inline namespace GRPO_LIBTORCH_NAMESPACE {
 
 static_assert(logits_backend<backend>);
 
@@ -24,6 +26,7 @@ static_assert(logits_backend<backend>);
 inline tensor<backend> wrap(const backend& b, const at::Tensor& t) { return {b, t}; }
 inline index_tensor<backend> wrap_index(const backend& b, const at::Tensor& ids) { return {b, ids}; }
 
+}  // namespace GRPO_LIBTORCH_NAMESPACE
 }  // namespace grpo::libtorch
 
 // The fused algorithm paths, built on the operations above and on wrap.

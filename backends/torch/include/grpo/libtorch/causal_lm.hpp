@@ -32,9 +32,11 @@
 #include "grpo/error.hpp"
 #include "grpo/hf/checkpoint.hpp"
 #include "grpo/hf/model_config.hpp"
+#include "grpo/libtorch/config.hpp"
 #include "grpo/safetensors.hpp"
 
 namespace grpo::libtorch {
+inline namespace GRPO_LIBTORCH_NAMESPACE {
 
 /// Where a causal_lm lives and in which precision.
 struct causal_lm_options {
@@ -402,4 +404,5 @@ class causal_lm {
   }
 };
 
+}  // namespace GRPO_LIBTORCH_NAMESPACE
 }  // namespace grpo::libtorch

@@ -30,6 +30,7 @@
 #include "grpo/hf/model_config.hpp"
 #include "grpo/libtorch/backend.hpp"
 #include "grpo/libtorch/causal_lm.hpp"
+#include "grpo/libtorch/config.hpp"
 #include "grpo/libtorch/generate.hpp"
 #include "grpo/logits.hpp"
 #include "grpo/safetensors.hpp"
@@ -38,6 +39,7 @@
 #include "grpo/train/communicator.hpp"
 
 namespace grpo::libtorch {
+inline namespace GRPO_LIBTORCH_NAMESPACE {
 
 namespace detail {
 
@@ -502,4 +504,5 @@ class causal_lm_policy {
 
 static_assert(trainable_policy<causal_lm_policy>);
 
+}  // namespace GRPO_LIBTORCH_NAMESPACE
 }  // namespace grpo::libtorch

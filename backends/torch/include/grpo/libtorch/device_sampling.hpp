@@ -23,10 +23,12 @@
 #include "grpo/concepts.hpp"
 #include "grpo/detail/random.hpp"
 #include "grpo/error.hpp"
+#include "grpo/libtorch/config.hpp"
 #include "grpo/model/sampling.hpp"
 #include "grpo/reference_backend.hpp"
 
 namespace grpo::libtorch {
+inline namespace GRPO_LIBTORCH_NAMESPACE {
 
 /// One sampling step's draws, on the host.
 struct step_draws {
@@ -188,4 +190,5 @@ inline step_draws sample_tokens(const at::Tensor& logits, std::span<std::mt19937
   return out;
 }
 
+}  // namespace GRPO_LIBTORCH_NAMESPACE
 }  // namespace grpo::libtorch

@@ -29,10 +29,12 @@
 #include "grpo/host/isa.hpp"
 #include "grpo/host/policy_rows.hpp"
 #include "grpo/libtorch/backend.hpp"
+#include "grpo/libtorch/config.hpp"
 #include "grpo/policy_loss.hpp"
 #include "grpo/tensor.hpp"
 
 namespace grpo::libtorch {
+inline namespace GRPO_LIBTORCH_NAMESPACE {
 
 /// Which implementation an algorithm with a fused path runs on grpo::libtorch::backend for given inputs.
 enum class loss_path {
@@ -173,4 +175,5 @@ inline std::optional<advantage_result<backend>> fused_grpo_advantages(const back
                                    summary.reward_std};
 }
 
+}  // namespace GRPO_LIBTORCH_NAMESPACE
 }  // namespace grpo::libtorch

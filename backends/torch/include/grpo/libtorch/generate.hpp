@@ -26,10 +26,12 @@
 #include "grpo/concepts.hpp"
 #include "grpo/error.hpp"
 #include "grpo/libtorch/causal_lm.hpp"
+#include "grpo/libtorch/config.hpp"
 #include "grpo/libtorch/device_sampling.hpp"
 #include "grpo/model/sampling.hpp"
 
 namespace grpo::libtorch {
+inline namespace GRPO_LIBTORCH_NAMESPACE {
 
 namespace detail {
 
@@ -175,4 +177,5 @@ inline std::vector<sampled_completion> generate(const causal_lm& model, const ca
   return out;
 }
 
+}  // namespace GRPO_LIBTORCH_NAMESPACE
 }  // namespace grpo::libtorch

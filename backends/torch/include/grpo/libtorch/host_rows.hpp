@@ -18,14 +18,19 @@
 
 #include "grpo/host/divergence_rows.hpp"
 #include "grpo/host/softmax_rows.hpp"
+#include "grpo/libtorch/config.hpp"
 
 namespace grpo::libtorch {
+inline namespace GRPO_LIBTORCH_NAMESPACE {
 
 /// Which implementation a row primitive of grpo::libtorch::backend runs for given inputs (see backend.hpp's
 /// row_softmax_stats_path and its siblings).
 enum class row_path {
   torch_ops,  ///< chunks of torch ops in backend::row_dtype (differentiable; any device and dtype)
   host_fp32,  ///< the core's fp32 row kernels over the rows on the CPU (grpo/host/softmax_rows.hpp)
+  /// grpo::cuda's fused kernels on LibTorch's current stream (grpo/libtorch/cuda_rows.hpp; only in files compiled by
+  /// nvcc with GRPO_LIBTORCH_CUDA_KERNELS, config.hpp)
+  cuda_kernels,
 };
 
 namespace host_fp32 {
@@ -158,4 +163,5 @@ inline at::Tensor sparse_forward_kl(const at::Tensor& student, const at::Tensor&
 }
 
 }  // namespace host_fp32
+}  // namespace GRPO_LIBTORCH_NAMESPACE
 }  // namespace grpo::libtorch

@@ -4,7 +4,10 @@
 // chunks of torch ops in backend::row_dtype, double by default, exact to the reference whatever the logits'
 // magnitude, and differentiable by torch autograd. One exception, opted into with row_dtype float: on fp32 CPU logits
 // that autograd need not differentiate, they run the core's fp32 row kernels (grpo/libtorch/host_rows.hpp;
-// row_softmax_stats_path and its siblings say when), and redo through the torch ops the rows those hand back.
+// row_softmax_stats_path and its siblings say when), and redo through the torch ops the rows those hand back. In a
+// file compiled by nvcc with grpo::cuda (GRPO_LIBTORCH_CUDA_KERNELS, config.hpp), CUDA logits whose kernel
+// accumulation type is row_dtype (fp32 for bf16, fp16 and fp32 logits with row_dtype float; fp64 with double) run
+// grpo::cuda's fused kernels on torch's current stream (grpo/libtorch/cuda_rows.hpp) under the same conditions.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -17,10 +20,15 @@
 
 #include "grpo/backend.hpp"
 #include "grpo/error.hpp"
+#include "grpo/libtorch/config.hpp"
 #include "grpo/libtorch/host_rows.hpp"
 #include "grpo/libtorch/tensor_ops.hpp"
+#if GRPO_LIBTORCH_CUDA_KERNELS
+#include "grpo/libtorch/cuda_rows.hpp"
+#endif
 
 namespace grpo::libtorch {
+inline namespace GRPO_LIBTORCH_NAMESPACE {
 
 namespace detail {
 
@@ -100,34 +108,66 @@ inline bool host_fp32_logits(const backend& b, const at::Tensor& z) {
 
 inline bool records_graph(const at::Tensor& t) { return at::GradMode::is_enabled() && t.requires_grad(); }
 
-/// The path of a row primitive over two fp32 inputs (the student's logits and the teacher's logits or log-probs):
-/// host_fp32 when both are fp32 CPU tensors, b.row_dtype is float and autograd records nothing for either.
-inline row_path two_input_path(const backend& b, const at::Tensor& x, const at::Tensor& y) {
-  return host_fp32_logits(b, x) && host_fp32_logits(b, y) && !records_graph(x) && !records_graph(y)
-             ? row_path::host_fp32
-             : row_path::torch_ops;
+/// The CUDA kernel path applies to logits z: this file has grpo::cuda's kernels (config.hpp) and z is a CUDA tensor
+/// whose kernel accumulation type is b.row_dtype (cuda_kernels::applies).
+inline bool cuda_kernel_logits([[maybe_unused]] const backend& b, [[maybe_unused]] const at::Tensor& z) {
+#if GRPO_LIBTORCH_CUDA_KERNELS
+  return cuda_kernels::applies(z, b.row_dtype);
+#else
+  return false;
+#endif
+}
+
+/// The gradient a row primitive writes for logits z into out (as prepare_output leaves it; out may be undefined)
+/// has z's dtype and device, as the kernels write it.
+inline bool gradient_like_logits(const backend& b, const at::Tensor& z, const at::Tensor& out) {
+  if (!out.defined() || out.sizes() != z.sizes()) return compute_type(z.scalar_type(), b) == z.scalar_type();
+  return out.scalar_type() == z.scalar_type() && out.device() == z.device();
+}
+
+/// The path of a row primitive over the student's logits x and the teacher's logits or log-probs y, with the
+/// gradient going to out: cuda_kernels when x takes the kernels, y is on x's device (in x's dtype when
+/// same_dtype), the gradient has x's dtype and autograd records nothing for either; host_fp32 when both are fp32 CPU
+/// tensors, b.row_dtype is float and autograd records nothing for either; torch_ops otherwise.
+inline row_path two_input_path(const backend& b, const at::Tensor& x, const at::Tensor& y, const at::Tensor& out,
+                               bool same_dtype) {
+  if (records_graph(x) || records_graph(y)) return row_path::torch_ops;
+  if (cuda_kernel_logits(b, x) && y.device() == x.device() && (!same_dtype || y.scalar_type() == x.scalar_type()) &&
+      gradient_like_logits(b, x, out))
+    return row_path::cuda_kernels;
+  return host_fp32_logits(b, x) && host_fp32_logits(b, y) ? row_path::host_fp32 : row_path::torch_ops;
 }
 
 }  // namespace detail
 
-/// Which implementation row_softmax_stats runs for logits z: row_path::host_fp32 (the core's fp32 row kernels,
-/// grpo/libtorch/host_rows.hpp) when z is an fp32 CPU tensor, b.row_dtype is float and autograd records nothing
-/// (grad mode off or z not requiring grad); row_path::torch_ops otherwise (double row_dtype, CUDA tensors, bf16 /
-/// fp16 / fp64 logits, a graph to record).
+/// Which implementation row_softmax_stats runs for logits z: row_path::torch_ops when autograd records a graph for z;
+/// else row_path::cuda_kernels (grpo::cuda's kernels, grpo/libtorch/cuda_rows.hpp) for CUDA logits whose kernel
+/// accumulation type is b.row_dtype, in a file built with them (config.hpp); row_path::host_fp32 (the core's fp32
+/// row kernels, grpo/libtorch/host_rows.hpp) for fp32 CPU logits with b.row_dtype float; row_path::torch_ops
+/// otherwise (double row_dtype on fp32 logits, CUDA tensors without the kernels, bf16 / fp16 / fp64 CPU logits).
 inline row_path row_softmax_stats_path(const backend& b, const at::Tensor& z) {
-  return detail::host_fp32_logits(b, z) && !detail::records_graph(z) ? row_path::host_fp32 : row_path::torch_ops;
-}
-
-/// Which implementation row_softmax_backward runs: row_path::host_fp32 for fp32 CPU logits with b.row_dtype float
-/// (the backward never records a graph), row_path::torch_ops otherwise.
-inline row_path row_softmax_backward_path(const backend& b, const at::Tensor& z) {
+  if (detail::records_graph(z)) return row_path::torch_ops;
+  if (detail::cuda_kernel_logits(b, z)) return row_path::cuda_kernels;
   return detail::host_fp32_logits(b, z) ? row_path::host_fp32 : row_path::torch_ops;
 }
 
-/// Which implementation row_divergence runs: row_path::host_fp32 when both logits are fp32 CPU tensors, b.row_dtype
-/// is float and autograd records nothing for either; row_path::torch_ops otherwise.
-inline row_path row_divergence_path(const backend& b, const at::Tensor& student, const at::Tensor& teacher) {
-  return detail::two_input_path(b, student, teacher);
+/// Which implementation row_softmax_backward runs for logits z and the out it is given (the backward never records a
+/// graph): row_path::cuda_kernels as row_softmax_stats_path says, when the gradient also has z's dtype (fp32 and fp64
+/// logits, or an out of bf16 / fp16 logits' own dtype); row_path::host_fp32 for fp32 CPU logits with b.row_dtype
+/// float; row_path::torch_ops otherwise.
+inline row_path row_softmax_backward_path(const backend& b, const at::Tensor& z, const at::Tensor& out = {}) {
+  if (detail::cuda_kernel_logits(b, z) && detail::gradient_like_logits(b, z, out)) return row_path::cuda_kernels;
+  return detail::host_fp32_logits(b, z) ? row_path::host_fp32 : row_path::torch_ops;
+}
+
+/// Which implementation row_divergence runs for the logits and the out it is given: row_path::cuda_kernels when the
+/// student's logits take the kernels (row_softmax_stats_path), the teacher's have their dtype and device, the
+/// gradient has their dtype (row_softmax_backward_path) and autograd records nothing for either; row_path::host_fp32
+/// when both logits are fp32 CPU tensors, b.row_dtype is float and autograd records nothing for either;
+/// row_path::torch_ops otherwise.
+inline row_path row_divergence_path(const backend& b, const at::Tensor& student, const at::Tensor& teacher,
+                                    const at::Tensor& out = {}) {
+  return detail::two_input_path(b, student, teacher, out, /*same_dtype=*/true);
 }
 
 /// {lse, entropy, logprob} of softmax(s z) per row, computed in b.row_dtype chunk by chunk and returned in the
@@ -142,8 +182,11 @@ inline softmax_row_stats<at::Tensor> row_softmax_stats(const backend& b, const a
   const auto index = detail::as_index(ids, "row_softmax_stats");
   detail::check_row_vector(index, rows, "row_softmax_stats", "ids", z);
   detail::check_ids_in_range(index, vocab, "row_softmax_stats");
-  if (row_softmax_stats_path(b, z) == row_path::torch_ops)
-    return detail::row_softmax_stats_torch(b, z, index, inv_temperature);
+  const auto path = row_softmax_stats_path(b, z);
+  if (path == row_path::torch_ops) return detail::row_softmax_stats_torch(b, z, index, inv_temperature);
+#if GRPO_LIBTORCH_CUDA_KERNELS
+  if (path == row_path::cuda_kernels) return cuda_kernels::softmax_stats(z, index, inv_temperature);
+#endif
   softmax_row_stats<at::Tensor> out;
   const auto redo = host_fp32::softmax_stats(z, index, inv_temperature, out.lse, out.entropy, out.logprob);
   if (redo.numel() > 0) {
@@ -203,10 +246,17 @@ inline void row_softmax_backward(const backend& b, const at::Tensor& z, const at
   detail::check_row_vector(index, rows, "row_softmax_backward", "ids", z);
   const at::NoGradGuard no_grad;
   detail::prepare_output(b, out, z);
-  if (row_softmax_backward_path(b, z) == row_path::torch_ops) {
+  const auto path = row_softmax_backward_path(b, z, out);
+  if (path == row_path::torch_ops) {
     detail::row_softmax_backward_torch(b, z, index, inv_temperature, lse, entropy, g_logprob, g_entropy, out);
     return;
   }
+#if GRPO_LIBTORCH_CUDA_KERNELS
+  if (path == row_path::cuda_kernels) {
+    cuda_kernels::softmax_backward(z, index, inv_temperature, lse, entropy, g_logprob, g_entropy, out);
+    return;
+  }
+#endif
   auto target = detail::host_fp32_output(out);
   const auto redo =
       host_fp32::softmax_backward(z, index, inv_temperature, lse, entropy, g_logprob, g_entropy, target);
@@ -286,9 +336,14 @@ inline at::Tensor row_divergence(const backend& b, const at::Tensor& student, co
   detail::check_row_vector(weight, rows, "row_divergence", "weight", student);
   GRPO_CHECK(beta >= 0.0 && beta <= 1.0, config_error, "row_divergence: beta must be in [0, 1], got ", beta);
   detail::prepare_output(b, out, student);
-  if (row_divergence_path(b, student, teacher) == row_path::torch_ops)
+  const auto path = row_divergence_path(b, student, teacher, out);
+  if (path == row_path::torch_ops)
     return detail::row_divergence_torch(b, student, teacher, inv_temperature, beta, weight, out);
   const at::NoGradGuard no_grad;
+#if GRPO_LIBTORCH_CUDA_KERNELS
+  if (path == row_path::cuda_kernels)
+    return cuda_kernels::divergence(student, teacher, inv_temperature, beta, weight, out);
+#endif
   auto target = detail::host_fp32_output(out);
   at::Tensor loss;
   const auto redo = host_fp32::divergence(student, teacher, inv_temperature, beta, weight, loss, target);
@@ -334,12 +389,22 @@ inline at::Tensor row_sparse_forward_kl_torch(const backend& b, const at::Tensor
 
 }  // namespace detail
 
-/// Which implementation row_sparse_forward_kl runs: row_path::host_fp32 when the student logits and the teacher
-/// log-probs are fp32 CPU tensors, b.row_dtype is float and autograd records nothing for either; row_path::torch_ops
+/// Which implementation row_sparse_forward_kl runs for the student's logits, the teacher's log-probs [N, K] and the
+/// out it is given: row_path::cuda_kernels when the student's logits take the kernels (row_softmax_stats_path), the
+/// log-probs are on their device (any floating dtype: they are read in the accumulation type, as the torch ops read
+/// them in row_dtype), the gradient has the logits' dtype, the K entries of a row fit the kernel's shared memory on
+/// that device (about 14500 for fp32 logits on Hopper) and autograd records nothing for either; row_path::host_fp32
+/// when both are fp32 CPU tensors, b.row_dtype is float and autograd records nothing for either; row_path::torch_ops
 /// otherwise.
 inline row_path row_sparse_forward_kl_path(const backend& b, const at::Tensor& student,
-                                           const at::Tensor& teacher_logprobs) {
-  return detail::two_input_path(b, student, teacher_logprobs);
+                                           const at::Tensor& teacher_logprobs, const at::Tensor& out = {}) {
+  const auto path = detail::two_input_path(b, student, teacher_logprobs, out, /*same_dtype=*/false);
+#if GRPO_LIBTORCH_CUDA_KERNELS
+  if (path == row_path::cuda_kernels &&
+      (teacher_logprobs.dim() != 2 || !cuda_kernels::sparse_fits(student, teacher_logprobs.size(1))))
+    return row_path::torch_ops;
+#endif
+  return path;
 }
 
 /// Forward KL against a sparse teacher: loss_n = sum_j p_j (log p_j - log q_{id_j}) with p_j = exp(teacher log-prob),
@@ -360,9 +425,14 @@ inline at::Tensor row_sparse_forward_kl(const backend& b, const at::Tensor& stud
   detail::check_row_vector(weight, rows, "row_sparse_forward_kl", "weight", student);
   detail::check_ids_in_range(index, vocab, "row_sparse_forward_kl");
   detail::prepare_output(b, out, student);
-  if (row_sparse_forward_kl_path(b, student, teacher_logprobs) == row_path::torch_ops)
+  const auto path = row_sparse_forward_kl_path(b, student, teacher_logprobs, out);
+  if (path == row_path::torch_ops)
     return detail::row_sparse_forward_kl_torch(b, student, index, teacher_logprobs, inv_temperature, weight, out);
   const at::NoGradGuard no_grad;
+#if GRPO_LIBTORCH_CUDA_KERNELS
+  if (path == row_path::cuda_kernels)
+    return cuda_kernels::sparse_forward_kl(student, index, teacher_logprobs, inv_temperature, weight, out);
+#endif
   auto target = detail::host_fp32_output(out);
   at::Tensor loss;
   const auto redo =
@@ -379,4 +449,5 @@ inline at::Tensor row_sparse_forward_kl(const backend& b, const at::Tensor& stud
   return loss;
 }
 
+}  // namespace GRPO_LIBTORCH_NAMESPACE
 }  // namespace grpo::libtorch

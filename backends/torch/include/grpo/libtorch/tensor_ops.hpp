@@ -19,9 +19,11 @@
 
 #include "grpo/backend.hpp"
 #include "grpo/error.hpp"
+#include "grpo/libtorch/config.hpp"
 #include "grpo/tensor.hpp"
 
 namespace grpo::libtorch {
+inline namespace GRPO_LIBTORCH_NAMESPACE {
 
 /// A LibTorch backend: where new tensors are made and in which dtype. Small and copyable.
 ///
@@ -464,4 +466,5 @@ inline at::Tensor reverse_scan_rows(const backend& b, const at::Tensor& x, const
   return at::stack(columns, 1).to(type);
 }
 
+}  // namespace GRPO_LIBTORCH_NAMESPACE
 }  // namespace grpo::libtorch
