@@ -267,12 +267,16 @@ print(":".join([lib] + sorted(nvidia)))' 2>/dev/null) ||
   if [[ -z "$torch_dir" ]] && ((dry_run)); then torch_dir="<$python's torch.utils.cmake_prefix_path>/Torch"; fi
   [[ -n "$torch_dir" ]] || { echo "gpu-check: $python has no torch and GRPO_TORCH_DIR is unset" >&2; return 1; }
   # A CUDA LibTorch's CMake files enable CUDA and take the architectures from TORCH_CUDA_ARCH_LIST (else they probe
-  # the GPU). grpo::cuda comes along for grpo_tests_torch_cuda_kernels and its timing program, the LibTorch backend
-  # on grpo::cuda's kernels: the only files here compiled by nvcc, for sm_$arch (CMAKE_CUDA_ARCHITECTURES: CMake's
-  # default, once LibTorch's files have enabled CUDA, would be nvcc's oldest architecture).
+  # the GPU). Where nvcc is, grpo::cuda comes along for grpo_tests_torch_cuda_kernels and its timing program, the
+  # LibTorch backend on grpo::cuda's kernels: the only files here compiled by nvcc, for sm_$arch
+  # (CMAKE_CUDA_ARCHITECTURES: CMake's default, once LibTorch's files have enabled CUDA, is nvcc's oldest one).
+  local cuda_args=(-DGRPO_WITH_CUDA=OFF)
+  if command -v nvcc >/dev/null || [[ -x /usr/local/cuda/bin/nvcc ]]; then
+    cuda_args=(-DGRPO_WITH_CUDA=ON -DGRPO_BUILD_CUDA_KERNELS=ON -DGRPO_BUILD_CUDA_GPU_TESTS=ON
+      "-DCMAKE_CUDA_ARCHITECTURES=$arch")
+  fi
   local args=(-S "$root" -B "$torch_build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGRPO_WITH_TORCH=ON
-    "-DTorch_DIR=$torch_dir" -DGRPO_WITH_CUDA=ON -DGRPO_BUILD_CUDA_KERNELS=ON -DGRPO_BUILD_CUDA_GPU_TESTS=ON
-    "-DCMAKE_CUDA_ARCHITECTURES=$arch" -DGRPO_BUILD_BENCH=OFF -DGRPO_HEADER_CHECK=OFF
+    "-DTorch_DIR=$torch_dir" "${cuda_args[@]}" -DGRPO_BUILD_BENCH=OFF -DGRPO_HEADER_CHECK=OFF
     -DGRPO_BUILD_EXAMPLES=OFF -DGRPO_BUILD_CLI=ON "-DTORCH_CUDA_ARCH_LIST=${arch:0:-1}.${arch: -1}")
   # The wheel's libtorch_cuda.so finds its CUDA libraries (NCCL, cuBLAS, cuDNN, ...) in the nvidia-* wheels beside it
   # through its RPATH, but ld searches the executable's -rpath first, where the toolkit's own, possibly older, copies

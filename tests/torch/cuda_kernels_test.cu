@@ -6,6 +6,7 @@
 // autograd Functions (token log-probs, dense and top-k distillation, SFT) on CUDA against the same on the CPU. The
 // shared conformance suite on this path is in conformance_cuda_kernels_test.cu. Needs a GPU (cuda_main.cpp skips).
 #include <ATen/ATen.h>
+#include <ATen/cuda/Sleep.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -40,13 +41,16 @@ torch_backend backend_on(at::Device device, at::ScalarType dtype, at::ScalarType
   return b;
 }
 
-/// Logits [rows, vocab] in [-5, 5) (host doubles): every third row has every third entry -inf; row 1 is all -inf
-/// when all_masked_row.
-std::vector<double> make_logits(std::int64_t rows, std::int64_t vocab, std::uint32_t seed, bool all_masked_row = false) {
+/// Which logits are -inf: none (the losses reject any), every third entry of every third row, and also all of row 1.
+enum class masking { none, entries, entries_and_row };
+
+/// Logits [rows, vocab] in [-5, 5) (host doubles), masked as asked.
+std::vector<double> make_logits(std::int64_t rows, std::int64_t vocab, std::uint32_t seed,
+                                masking mask = masking::entries) {
   auto z = grpo::testing::uniform(static_cast<std::size_t>(rows * vocab), -5.0, 5.0, seed);
   for (std::int64_t r = 0; r < rows; ++r)
     for (std::int64_t v = 0; v < vocab; ++v)
-      if ((all_masked_row && r == 1) || (r % 3 == 2 && v % 3 == 0))
+      if ((mask == masking::entries_and_row && r == 1) || (mask != masking::none && r % 3 == 2 && v % 3 == 0))
         z[static_cast<std::size_t>(r * vocab + v)] = -INFINITY;
   return z;
 }
@@ -77,6 +81,7 @@ struct precision {
 const std::vector<precision> precisions = {
     {"fp32", at::kFloat, at::kFloat, 1e-5, 2e-5, 2e-5},
     {"bf16", at::kBFloat16, at::kFloat, 1e-5, 2e-5, 1.0 / 256},
+    {"fp16", at::kHalf, at::kFloat, 1e-5, 2e-5, 1.0 / 2048},
     {"fp64", at::kDouble, at::kDouble, 1e-12, 1e-12, 1e-12},
 };
 
@@ -92,6 +97,13 @@ TEST_CASE("libtorch cuda kernels: taken exactly for CUDA logits whose accumulati
   CHECK(row_divergence_path(fast, z, z) == row_path::cuda_kernels);
   CHECK(row_sparse_forward_kl_path(fast, z, teacher_logprobs) == row_path::cuda_kernels);
   CHECK(row_sparse_forward_kl_path(fast, z, teacher_logprobs.to(at::kDouble)) == row_path::cuda_kernels);
+  {
+    // fp64 teacher log-probs promote the loss to fp64 on the torch ops, so on the kernels too.
+    const auto ids = at::zeros({8, 4}, z.options().dtype(at::kLong));
+    at::Tensor out;
+    CHECK(row_sparse_forward_kl(fast, z, ids, teacher_logprobs.to(at::kDouble), 1.0, at::ones({8}, z.options()), out)
+              .scalar_type() == at::kDouble);
+  }
   // fp32 logits with rows in double: the kernels would round, the torch ops do not.
   CHECK(row_softmax_stats_path(backend_on(gpu, at::kFloat, at::kDouble), z) == row_path::torch_ops);
   const auto z64 = z.to(at::kDouble);
@@ -134,7 +146,8 @@ TEST_CASE("libtorch cuda kernels: the four row primitives against the torch ops 
   const auto wide = backend_on(at::kCPU, at::kDouble, at::kDouble);
   for (const auto& p : precisions) {
     DYNAMIC_SECTION(p.name) {
-      const auto z_cpu = torch_tensor(z_host, {rows, vocab}, p.dtype), t_cpu = torch_tensor(t_host, {rows, vocab}, p.dtype);
+      const auto z_cpu = torch_tensor(z_host, {rows, vocab}, p.dtype);
+      const auto t_cpu = torch_tensor(t_host, {rows, vocab}, p.dtype);
       const auto z = z_cpu.to(gpu), teacher = t_cpu.to(gpu);
       const auto fast = backend_on(gpu, p.dtype, p.row_dtype);
       const auto on = [](const at::Tensor& t) { return t.to(gpu); };
@@ -147,7 +160,7 @@ TEST_CASE("libtorch cuda kernels: the four row primitives against the torch ops 
       require_same(host(got.entropy), host(want.entropy), p.atol, p.rtol);
       require_same(host(got.logprob), host(want.logprob), p.atol, p.rtol);
       // A row of only -inf: lse -inf, entropy 0, logprob NaN on both paths.
-      const auto masked_cpu = torch_tensor(make_logits(3, vocab, 8, /*all_masked_row=*/true), {3, vocab}, p.dtype);
+      const auto masked_cpu = torch_tensor(make_logits(3, vocab, 8, masking::entries_and_row), {3, vocab}, p.dtype);
       const auto masked_ids = ids.narrow(0, 0, 3);
       const auto masked = row_softmax_stats(fast, masked_cpu.to(gpu), on(masked_ids), inv_t);
       const auto masked_want = row_softmax_stats(wide, masked_cpu, masked_ids, inv_t);
@@ -195,27 +208,82 @@ TEST_CASE("libtorch cuda kernels: the four row primitives against the torch ops 
 TEST_CASE("libtorch cuda kernels: run on LibTorch's current stream", "[torch][cuda][gpu]") {
   const std::int64_t rows = 512, vocab = 32768;
   const auto fast = backend_on(gpu, at::kFloat, at::kFloat);
-  const auto ids = at::arange(rows, at::TensorOptions().dtype(at::kLong).device(gpu)) * 61 % vocab;
+  const auto options = at::TensorOptions().dtype(at::kFloat).device(gpu);
+  const auto source = at::randn({rows, vocab}, options) * 4.0;
+  const auto teacher = at::randn({rows, vocab}, options) * 4.0;
+  const auto weight = at::ones({rows}, options);
+  auto z = at::zeros({rows, vocab}, options);
+  c10::cuda::getCurrentCUDAStream().synchronize();
   auto side = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, gpu.index());
-  at::Tensor z;
-  grpo::softmax_row_stats<at::Tensor> on_side;
+  at::Tensor loss_on_side, grad_on_side = at::empty_like(z);
   {
-    // The logits are made and read on the side stream without a synchronisation in between: a kernel launched on
-    // another stream could read them before they are written.
+    // On the side stream (not blocking with the default one): a delay, then the logits, then the divergence, with no
+    // host synchronisation in between (row_divergence makes none). Launched on any other stream, the kernel would
+    // read the zeros the logits held before.
     const c10::cuda::CUDAStreamGuard guard(side);
-    z = at::randn({rows, vocab}, at::TensorOptions().dtype(at::kFloat).device(gpu)) * 4.0;
-    on_side = row_softmax_stats(fast, z, ids, 1.0);
+    at::cuda::sleep(200'000'000);  // about 0.1 s
+    z.copy_(source);
+    loss_on_side = row_divergence(fast, z, teacher, 1.0, 0.5, weight, grad_on_side);
   }
   side.synchronize();
-  const auto again = row_softmax_stats(fast, z, ids, 1.0);
+  auto grad = at::empty_like(z);
+  const auto loss = row_divergence(fast, source, teacher, 1.0, 0.5, weight, grad);
   // The kernels' block reductions are deterministic: the same logits give the same bits.
-  require_same(host(on_side.lse), host(again.lse), 0, 0);
-  require_same(host(on_side.logprob), host(again.logprob), 0, 0);
+  require_same(host(loss_on_side), host(loss), 0, 0);
+  require_same(host(grad_on_side), host(grad), 0, 0);
+}
+
+TEST_CASE("libtorch cuda kernels: top-k teachers up to the shared memory a block can hold", "[torch][cuda][gpu]") {
+  const std::int64_t rows = 3, vocab = 40000;
+  const auto fast = backend_on(gpu, at::kFloat, at::kFloat);
+  const auto wide = backend_on(at::kCPU, at::kDouble, at::kDouble);
+  const auto z_cpu = torch_tensor(make_logits(rows, vocab, 21, masking::none), {rows, vocab}, at::kFloat);
+  const auto weight = torch_tensor({1.0, 0.5, 2.0}, {rows});
+  std::int64_t capacity = 0;
+  REQUIRE(grpo::cccl::kernels::sparse_forward_kl_capacity<float, float>(gpu.index(), capacity) == cudaSuccess);
+  INFO("capacity " << capacity);
+  // 3072 entries take exactly 48 KiB of dynamic shared memory: with the kernel's static part, past the default.
+  for (const std::int64_t k : {std::int64_t{3000}, std::int64_t{3072}, capacity}) {
+    INFO("K " << k);
+    const auto ids = at::randint(vocab, {rows, k}, at::TensorOptions().dtype(at::kLong));
+    const auto logprobs = at::log_softmax(at::randn({rows, k}, at::TensorOptions().dtype(at::kFloat)), 1);
+    auto grad = at::empty({rows, vocab}, at::TensorOptions().dtype(at::kFloat).device(gpu));
+    REQUIRE(row_sparse_forward_kl_path(fast, z_cpu.to(gpu), logprobs.to(gpu), grad) == row_path::cuda_kernels);
+    const auto loss = row_sparse_forward_kl(fast, z_cpu.to(gpu), ids.to(gpu), logprobs.to(gpu), 1.0, weight.to(gpu),
+                                            grad);
+    at::Tensor grad_want;
+    const auto loss_want = row_sparse_forward_kl(wide, z_cpu, ids, logprobs, 1.0, weight, grad_want);
+    require_same(host(loss), host(loss_want), 1e-5, 2e-5);
+    require_same(host(grad), host(grad_want), 1e-6, 2e-5);
+  }
+  const auto one_more = at::zeros({rows, capacity + 1}, at::TensorOptions().dtype(at::kFloat).device(gpu));
+  CHECK(row_sparse_forward_kl_path(fast, z_cpu.to(gpu), one_more) == row_path::torch_ops);
+}
+
+TEST_CASE("libtorch cuda kernels: a beta that fp32 would round to 1 keeps the torch ops", "[torch][cuda][gpu]") {
+  const std::int64_t rows = 4, vocab = 300;
+  const double beta = 1.0 - 1e-9;  // JSD_beta, while float(beta) = 1 would be the reverse KL
+  const auto z_cpu = torch_tensor(make_logits(rows, vocab, 31, masking::none), {rows, vocab}, at::kFloat);
+  const auto t_cpu = torch_tensor(make_logits(rows, vocab, 32, masking::none), {rows, vocab}, at::kFloat);
+  const auto weight = at::ones({rows}, at::TensorOptions().device(gpu));
+  const auto fast = backend_on(gpu, at::kFloat, at::kFloat);
+  at::Tensor grad, grad_want, grad_reverse;
+  const auto loss = row_divergence(fast, z_cpu.to(gpu), t_cpu.to(gpu), 1.0, beta, weight, grad);
+  // The torch ops in double on the same tensors: JSD_beta is about 1e-9 here, so fp32 leaves only rounding noise.
+  const auto loss_want =
+      row_divergence(backend_on(gpu, at::kFloat, at::kDouble), z_cpu.to(gpu), t_cpu.to(gpu), 1.0, beta, weight,
+                     grad_want);
+  require_same(host(loss), host(loss_want), 1e-5, 0);
+  require_same(host(grad), host(grad_want), 1e-6, 0);
+  // What the kernel would have computed: the reverse KL, of order 1 for these rows.
+  const auto reverse = row_divergence(fast, z_cpu.to(gpu), t_cpu.to(gpu), 1.0, 1.0, weight, grad_reverse);
+  CHECK(reverse.min().item<double>() > 0.1);
 }
 
 TEST_CASE("libtorch cuda kernels: the fused autograd Functions on CUDA match the CPU", "[torch][cuda][gpu]") {
   const std::int64_t rows = 24, vocab = 517, k = 5;
-  const auto z_host = make_logits(rows, vocab, 11), t_host = make_logits(rows, vocab, 12);
+  // Finite logits: the losses reject -inf (grpo/logits.hpp's check).
+  const auto z_host = make_logits(rows, vocab, 11, masking::none), t_host = make_logits(rows, vocab, 12, masking::none);
   const auto ids = torch_ids(targets(rows, vocab), {rows});
   std::vector<double> mask_host(static_cast<std::size_t>(rows), 1.0);
   mask_host[1] = 0.0;

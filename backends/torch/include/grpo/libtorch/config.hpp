@@ -9,8 +9,8 @@
 // Every declaration of the component lives in the inline namespace GRPO_LIBTORCH_NAMESPACE, so a program may link
 // files of both builds: each sees its own grpo::libtorch::backend (a different type), and the generic algorithms
 // instantiated for one never stand in for the other's at link time (the ODR clash that mixing Thrust device systems
-// causes, thrust#1165; grpo/cccl/config.hpp does the same). Objects of the component do not cross between the two
-// kinds of files.
+// causes, thrust#1165; grpo/cccl/config.hpp does the same). Objects of the component do not cross between the kinds
+// of files, nor do functions outside it that return them (a return type is not part of a function's mangled name).
 #pragma once
 
 #if !defined(GRPO_LIBTORCH_CUDA_KERNELS)
@@ -25,8 +25,12 @@
 #error "GRPO_LIBTORCH_CUDA_KERNELS=1 needs a translation unit compiled by nvcc (grpo::cuda's kernels are CUDA C++)"
 #endif
 
+// nvcc files without the kernels get a third name: the core's host kernels they call differ there too (grpo/host/
+// isa.hpp builds only the generic instruction set under nvcc).
 #if GRPO_LIBTORCH_CUDA_KERNELS
 #define GRPO_LIBTORCH_NAMESPACE rows_cuda_kernels
+#elif defined(__CUDACC__)
+#define GRPO_LIBTORCH_NAMESPACE rows_torch_ops_nvcc
 #else
 #define GRPO_LIBTORCH_NAMESPACE rows_torch_ops
 #endif

@@ -9,14 +9,16 @@
 // The kernels accumulate in fp32 for bf16, fp16 and fp32 logits and in fp64 for fp64 logits, so they stand in for the
 // torch ops only where b.row_dtype is that accumulation type: the torch ops then compute in the same precision, and
 // every result keeps its dtype (lse, entropy, log-probs and losses in the accumulation type; a gradient in the
-// logits' dtype, so it is only taken when the output has it). Non-finite logits follow the reference's rules in the
-// kernels themselves, so no row is handed back.
+// logits' dtype, so it is only taken when the output has it). Rows holding NaN or +-Inf get what grpo::logits_backend
+// specifies (include/grpo/backend.hpp: a non-finite lse, which is how the algorithms reject such logits before any
+// loss); their other outputs, which the concept leaves open, are the kernels' (NaN where the torch ops give an
+// entropy of 0 or a divergence of 0 or NaN). A row of only -inf gives lse -inf, entropy 0 and logprob NaN on both.
 #pragma once
 
 #include "grpo/libtorch/config.hpp"
 
 #if !GRPO_LIBTORCH_CUDA_KERNELS
-#error "grpo/libtorch/cuda_rows.hpp needs GRPO_LIBTORCH_CUDA_KERNELS (an nvcc translation unit, grpo::cuda and a CUDA LibTorch)"
+#error "grpo/libtorch/cuda_rows.hpp needs GRPO_LIBTORCH_CUDA_KERNELS (nvcc, grpo::cuda and a CUDA LibTorch)"
 #endif
 
 #include <ATen/ATen.h>
@@ -92,25 +94,39 @@ inline void check_cuda(cudaError_t status, const char* what) {
   GRPO_CHECK(status == cudaSuccess, backend_error, what, ": CUDA error: ", cudaGetErrorString(status));
 }
 
-/// LibTorch's current stream on t's device, where torch ops on t would run: the kernels keep torch's ordering.
-inline cudaStream_t stream_of(const at::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
-
-/// The largest dynamic shared memory a block may opt into on t's device (the sparse kernel keeps the teacher's K
-/// entries there).
-inline std::int64_t shared_memory_limit(const at::Tensor& t) {
-  int limit = 0;
-  check_cuda(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, t.device().index()),
-               "row_sparse_forward_kl");
-  return limit;
+/// Calls write(target) with out itself where it is contiguous (the kernels write dense rows), else with a contiguous
+/// temporary that is copied into out afterwards.
+template <class F>
+void write_dense(at::Tensor& out, F&& write) {
+  auto target = out.is_contiguous() ? out : at::empty_like(out, at::MemoryFormat::Contiguous);
+  write(target);
+  if (!target.is_same(out)) out.copy_(target);
 }
 
-/// The sparse kernel fits k teacher entries per row of student logits of dtype t on that device.
+/// LibTorch's current stream on t's device, where torch ops on t would run: the kernels keep torch's ordering.
+inline cudaStream_t stream_of(const at::Tensor& t) {
+  return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
+}
+
+/// The sparse kernel fits k teacher entries per row of the student's logits on their device (it keeps them in a
+/// block's shared memory).
 inline bool sparse_fits(const at::Tensor& student, std::int64_t k) {
-  std::int64_t per_entry = 0;
+  std::int64_t max_k = 0;
   with_element_type(student.scalar_type(), [&](auto element) {
-    per_entry = grpo::cccl::kernels::detail::sparse_shared_bytes_per_entry<typename decltype(element)::type>();
+    using In = typename decltype(element)::type;
+    check_cuda(grpo::cccl::kernels::sparse_forward_kl_capacity<In, grpo::cccl::kernels::detail::accumulator_t<In>>(
+                   student.device().index(), max_k),
+               "row_sparse_forward_kl");
   });
-  return k <= shared_memory_limit(student) / per_entry;
+  return k <= max_k;
+}
+
+/// The divergence kernel takes beta in its accumulation type: with fp32 accumulation a beta strictly between 0 and 1
+/// that rounds to 0 or 1 would turn JSD_beta into one of the KLs (defined as the end points, not as its limits).
+inline bool divergence_beta_fits(const at::Tensor& student, double beta) {
+  if (beta == 0.0 || beta == 1.0 || accumulator_type(student.scalar_type()) == at::kDouble) return true;
+  const auto rounded = static_cast<float>(beta);
+  return rounded != 0.0f && rounded != 1.0f;
 }
 
 /// lse, entropy and logprob [N] (the accumulation dtype) of softmax(scale z) for CUDA logits z [N, V] and int64 ids
@@ -127,9 +143,9 @@ inline softmax_row_stats<at::Tensor> softmax_stats(const at::Tensor& z, const at
     using In = typename decltype(element)::type;
     using Out = grpo::cccl::kernels::detail::accumulator_t<In>;
     check_cuda(grpo::cccl::kernels::softmax_stats(data_of<const In>(zc), rows, vocab, idc.data_ptr<std::int64_t>(),
-                                                    scale, data_of<Out>(out.lse), data_of<Out>(out.entropy),
-                                                    data_of<Out>(out.logprob), nullptr, stream_of(z)),
-                 "row_softmax_stats");
+                                                  scale, data_of<Out>(out.lse), data_of<Out>(out.entropy),
+                                                  data_of<Out>(out.logprob), nullptr, stream_of(z)),
+               "row_softmax_stats");
   });
   return out;
 }
@@ -145,17 +161,17 @@ inline void softmax_backward(const at::Tensor& z, const at::Tensor& ids, double 
   const auto type = accumulator_type(z.scalar_type());
   const auto l = row_values(lse, z, type), h = row_values(entropy, z, type);
   const auto gl = row_values(g_logprob, z, type), gh = row_values(g_entropy, z, type);
-  auto target = out.is_contiguous() ? out : at::empty_like(out, at::MemoryFormat::Contiguous);
-  with_element_type(z.scalar_type(), [&](auto element) {
-    using In = typename decltype(element)::type;
-    using Out = grpo::cccl::kernels::detail::accumulator_t<In>;
-    check_cuda(grpo::cccl::kernels::softmax_backward(data_of<const In>(zc), rows, vocab, idc.data_ptr<std::int64_t>(),
-                                                       scale, data_of<const Out>(l), data_of<const Out>(h),
-                                                       data_of<const Out>(gl), data_of<const Out>(gh),
-                                                       data_of<In>(target), stream_of(z)),
+  write_dense(out, [&](at::Tensor& target) {
+    with_element_type(z.scalar_type(), [&](auto element) {
+      using In = typename decltype(element)::type;
+      using Out = grpo::cccl::kernels::detail::accumulator_t<In>;
+      check_cuda(grpo::cccl::kernels::softmax_backward(
+                     data_of<const In>(zc), rows, vocab, idc.data_ptr<std::int64_t>(), scale, data_of<const Out>(l),
+                     data_of<const Out>(h), data_of<const Out>(gl), data_of<const Out>(gh), data_of<In>(target),
+                     stream_of(z)),
                  "row_softmax_backward");
+    });
   });
-  if (!target.is_same(out)) out.copy_(target);
 }
 
 /// loss [N] (the accumulation dtype) and out [N, V] (the student's dtype; it may be student) = w d loss / d student
@@ -168,16 +184,16 @@ inline at::Tensor divergence(const at::Tensor& student, const at::Tensor& teache
   const auto type = accumulator_type(student.scalar_type());
   const auto w = row_values(weight, student, type);
   auto loss = at::empty({rows}, student.options().dtype(type));
-  auto target = out.is_contiguous() ? out : at::empty_like(out, at::MemoryFormat::Contiguous);
-  with_element_type(student.scalar_type(), [&](auto element) {
-    using In = typename decltype(element)::type;
-    using Out = grpo::cccl::kernels::detail::accumulator_t<In>;
-    check_cuda(grpo::cccl::kernels::divergence(data_of<const In>(sc), data_of<const In>(tc), rows, vocab, scale,
-                                                 beta, data_of<const Out>(w), data_of<Out>(loss), data_of<In>(target),
-                                                 stream_of(student)),
+  write_dense(out, [&](at::Tensor& target) {
+    with_element_type(student.scalar_type(), [&](auto element) {
+      using In = typename decltype(element)::type;
+      using Out = grpo::cccl::kernels::detail::accumulator_t<In>;
+      check_cuda(grpo::cccl::kernels::divergence(data_of<const In>(sc), data_of<const In>(tc), rows, vocab, scale,
+                                                 beta, data_of<const Out>(w), data_of<Out>(loss),
+                                                 data_of<In>(target), stream_of(student)),
                  "row_divergence");
+    });
   });
-  if (!target.is_same(out)) out.copy_(target);
   return loss;
 }
 
@@ -194,17 +210,17 @@ inline at::Tensor sparse_forward_kl(const at::Tensor& student, const at::Tensor&
   const auto lp = teacher_logprobs.to(student.device(), type).contiguous();
   const auto w = row_values(weight, student, type);
   auto loss = at::empty({rows}, student.options().dtype(type));
-  auto target = out.is_contiguous() ? out : at::empty_like(out, at::MemoryFormat::Contiguous);
-  with_element_type(student.scalar_type(), [&](auto element) {
-    using In = typename decltype(element)::type;
-    using Out = grpo::cccl::kernels::detail::accumulator_t<In>;
-    check_cuda(grpo::cccl::kernels::sparse_forward_kl(data_of<const In>(sc), idc.data_ptr<std::int64_t>(),
+  write_dense(out, [&](at::Tensor& target) {
+    with_element_type(student.scalar_type(), [&](auto element) {
+      using In = typename decltype(element)::type;
+      using Out = grpo::cccl::kernels::detail::accumulator_t<In>;
+      check_cuda(grpo::cccl::kernels::sparse_forward_kl(data_of<const In>(sc), idc.data_ptr<std::int64_t>(),
                                                         data_of<const Out>(lp), rows, vocab, k, scale,
                                                         data_of<const Out>(w), data_of<Out>(loss),
                                                         data_of<In>(target), nullptr, stream_of(student)),
                  "row_sparse_forward_kl");
+    });
   });
-  if (!target.is_same(out)) out.copy_(target);
   return loss;
 }
 

@@ -162,7 +162,9 @@ inline row_path row_softmax_backward_path(const backend& b, const at::Tensor& z,
 
 /// Which implementation row_divergence runs for the logits and the out it is given: row_path::cuda_kernels when the
 /// student's logits take the kernels (row_softmax_stats_path), the teacher's have their dtype and device, the
-/// gradient has their dtype (row_softmax_backward_path) and autograd records nothing for either; row_path::host_fp32
+/// gradient has their dtype (row_softmax_backward_path) and autograd records nothing for either (row_divergence then
+/// also keeps the torch ops for a beta strictly inside (0, 1) that the fp32 kernels would round to 0 or 1);
+/// row_path::host_fp32
 /// when both logits are fp32 CPU tensors, b.row_dtype is float and autograd records nothing for either;
 /// row_path::torch_ops otherwise.
 inline row_path row_divergence_path(const backend& b, const at::Tensor& student, const at::Tensor& teacher,
@@ -341,8 +343,11 @@ inline at::Tensor row_divergence(const backend& b, const at::Tensor& student, co
     return detail::row_divergence_torch(b, student, teacher, inv_temperature, beta, weight, out);
   const at::NoGradGuard no_grad;
 #if GRPO_LIBTORCH_CUDA_KERNELS
-  if (path == row_path::cuda_kernels)
+  if (path == row_path::cuda_kernels) {
+    if (!cuda_kernels::divergence_beta_fits(student, beta))
+      return detail::row_divergence_torch(b, student, teacher, inv_temperature, beta, weight, out);
     return cuda_kernels::divergence(student, teacher, inv_temperature, beta, weight, out);
+  }
 #endif
   auto target = detail::host_fp32_output(out);
   at::Tensor loss;
@@ -430,8 +435,10 @@ inline at::Tensor row_sparse_forward_kl(const backend& b, const at::Tensor& stud
     return detail::row_sparse_forward_kl_torch(b, student, index, teacher_logprobs, inv_temperature, weight, out);
   const at::NoGradGuard no_grad;
 #if GRPO_LIBTORCH_CUDA_KERNELS
+  // The loss in the dtype the torch ops return (fp64 teacher log-probs promote it), computed in row_dtype on both.
   if (path == row_path::cuda_kernels)
-    return cuda_kernels::sparse_forward_kl(student, index, teacher_logprobs, inv_temperature, weight, out);
+    return cuda_kernels::sparse_forward_kl(student, index, teacher_logprobs, inv_temperature, weight, out)
+        .to(detail::common_type(b, student, teacher_logprobs));
 #endif
   auto target = detail::host_fp32_output(out);
   at::Tensor loss;

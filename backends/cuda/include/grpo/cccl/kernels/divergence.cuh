@@ -176,12 +176,27 @@ template <class In, class Out>
   return cudaGetLastError();
 }
 
+/// The most teacher entries per row sparse_forward_kl<In, Out> takes on `device`: the device's opt-in shared memory
+/// per block, less the kernel's static shared memory (its block reductions), over the bytes per entry.
+template <class In, class Out>
+[[nodiscard]] cudaError_t sparse_forward_kl_capacity(int device, std::int64_t& max_k) {
+  int limit = 0;
+  cudaError_t status = cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  if (status != cudaSuccess) return status;
+  cudaFuncAttributes attributes{};
+  status = cudaFuncGetAttributes(&attributes, detail::sparse_forward_kl_kernel<In, Out>);
+  if (status != cudaSuccess) return status;
+  const auto dynamic = static_cast<std::int64_t>(limit) - static_cast<std::int64_t>(attributes.sharedSizeBytes);
+  max_k = dynamic > 0 ? dynamic / detail::sparse_shared_bytes_per_entry<In>() : 0;
+  return cudaSuccess;
+}
+
 /// Sparse forward KL: teacher_ids and teacher_logprobs [rows, k]; loss [rows]; out [rows, vocab] =
 /// weight[n] d loss[n] / d student[n] (out may equal student). A teacher id out of range is recorded in
 /// error_slot (may be null), left out of the gradient and makes its row's loss NaN. Asynchronous on `stream`.
-/// Uses k * (8 + 4 + sizeof(In)) bytes of shared memory per block (8 + 8 + 8 for fp64): k up to the device's
-/// opt-in limit per block (227 KiB on Hopper: about 16600 entries for bf16, 14500 for fp32); beyond it, the error
-/// of cudaFuncSetAttribute.
+/// Uses k * (8 + 4 + sizeof(In)) bytes of shared memory per block (8 + 8 + 8 for fp64) besides the kernel's static
+/// shared memory (under 2 KiB): k up to sparse_forward_kl_capacity (227 KiB on Hopper: about 16600 entries for
+/// bf16, 14500 for fp32); beyond it, the error of cudaFuncSetAttribute.
 template <class In, class Out>
 [[nodiscard]] cudaError_t sparse_forward_kl(const In* student, const std::int64_t* teacher_ids,
                                             const Out* teacher_logprobs, std::int64_t rows, std::int64_t vocab,
@@ -193,9 +208,13 @@ template <class In, class Out>
   using A = detail::accumulator_t<In>;
   const unsigned threads = detail::block_threads(vocab, static_cast<int>(16 / sizeof(In)));
   const auto shared = static_cast<int>(k * per_entry);
-  if (shared > 48 * 1024) {
-    const cudaError_t status = cudaFuncSetAttribute(detail::sparse_forward_kl_kernel<In, Out>,
-                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
+  // Static and dynamic shared memory together above the default 48 KiB need the opt-in.
+  cudaFuncAttributes attributes{};
+  cudaError_t status = cudaFuncGetAttributes(&attributes, detail::sparse_forward_kl_kernel<In, Out>);
+  if (status != cudaSuccess) return status;
+  if (static_cast<std::int64_t>(shared) + static_cast<std::int64_t>(attributes.sharedSizeBytes) > 48 * 1024) {
+    status = cudaFuncSetAttribute(detail::sparse_forward_kl_kernel<In, Out>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
     if (status != cudaSuccess) return status;
   }
   detail::sparse_forward_kl_kernel<In, Out><<<static_cast<unsigned>(rows), threads, shared, stream>>>(
