@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "test_support.hpp"
 
@@ -348,6 +349,32 @@ TEST_CASE("sft_loss: logits of magnitude 1e4 and micro-batches", "[distill][sft]
   require_close(first.loss.item() + second.loss.item(), full_batch.loss.item(), 1e-15, 1e-13);
   require_close(concat(download(ref{}, first.grad_logits), download(ref{}, second.grad_logits)),
                 download(ref{}, full_batch.grad_logits), 1e-16, 1e-13);
+}
+
+TEST_CASE("distillation losses: the gradient goes to the caller's buffer when one is given", "[distill]") {
+  const auto zs = mat(2, 3, student_rows(1.0)), zt = mat(2, 3, teacher_rows(1.0));
+  const auto m = vec({1.0, 0.0});
+  const auto d = tokens(2.0);
+  const auto tid = make_index(ref{}, std::vector<std::int64_t>{2, 1, 0, 1}, shape::matrix(2, 2));
+  const auto tlp = mat(2, 2, {-0.5, -1.0, -0.2, -2.0});
+  using buffer = std::optional<ref::tensor_type>;
+  // A buffer of NaN: every element must be written, the masked row's zeros included.
+  const auto nan_buffer = [] { return buffer(fill(ref{}, shape::matrix(2, 3), nan_value)); };
+  const auto same = [](const distillation_result<ref>& got, const distillation_result<ref>& want) {
+    require_close(got.loss.item(), want.loss.item(), 0.0, 0.0);
+    require_close(download(ref{}, got.grad_logits), download(ref{}, want.grad_logits), 0.0, 0.0);
+  };
+  for (const double beta : {0.0, 0.5, 1.0})
+    same(distillation_loss(zs, zt, m, options(beta), d, nan_buffer()), distillation_loss(zs, zt, m, options(beta), d));
+  same(topk_distillation_loss(zs, tid, tlp, m, options(0.0), d, true, nan_buffer()),
+       topk_distillation_loss(zs, tid, tlp, m, options(0.0), d, true));
+  same(sft_loss(zs, ids({2, 0}), m, d, 0.8, nan_buffer()), sft_loss(zs, ids({2, 0}), m, d, 0.8));
+  const auto wrong = buffer(fill(ref{}, shape::matrix(3, 2), 0.0));
+  require_error([&] { (void)distillation_loss(zs, zt, m, options(0.0), d, wrong); },
+                {"grad_logits: expected shape [2,3] (that of the logits), got [3,2]"});
+  require_error([&] { (void)topk_distillation_loss(zs, tid, tlp, m, options(0.0), d, false, wrong); },
+                {"grad_logits: expected shape [2,3]"});
+  require_error([&] { (void)sft_loss(zs, ids({2, 0}), m, d, 1.0, wrong); }, {"grad_logits: expected shape [2,3]"});
 }
 
 TEST_CASE("distillation losses: errors name the argument", "[distill][errors]") {

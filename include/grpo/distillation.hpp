@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <set>
 #include <utility>
 #include <vector>
@@ -52,6 +53,17 @@ std::vector<double> expect_row_mask(const tensor<B>& mask, std::int64_t rows) {
   return mask.to_host();
 }
 
+/// The [N, V] buffer a distillation loss writes its gradient into: the caller's, checked to have the logits' shape s,
+/// else a new one in the backend's compute dtype.
+template <logits_backend B>
+typename B::tensor_type gradient_buffer(const B& b, shape s, std::optional<typename B::tensor_type> given) {
+  if (!given) return fill(b, s, 0.0);
+  const auto given_shape = shape_of(b, *given);
+  GRPO_CHECK(given_shape == s, shape_error, "grad_logits: expected shape ", to_string(s), " (that of the logits), got ",
+             to_string(given_shape));
+  return std::move(*given);
+}
+
 /// Masks the per-row losses and reduces them by the global token count.
 template <tensor_backend B>
 distillation_result<B> finish_distillation(const tensor<B>& per_row, const tensor<B>& mask,
@@ -75,7 +87,10 @@ distillation_result<B> finish_distillation(const tensor<B>& per_row, const tenso
 /// \param mask            [N] of 0/1; rows with 0 contribute neither loss nor gradient.
 /// \param options         temperature > 0 (finite, with a finite inverse), beta in [0, 1].
 /// \param denominators    only .tokens is used; finite and > 0.
-/// \throws shape_error naming "student_logits", "teacher_logits" or "mask"; config_error naming
+/// \param grad_logits     optional [N, V] buffer the gradient is written into and returned in (any dtype the backend
+///        writes; every element is written, so it need not be initialized; it must not share storage with an
+///        input); by default a new tensor in the backend's compute dtype. A fused caller passes one in the logits' own dtype (bf16 logits, bf16 gradient).
+/// \throws shape_error naming "student_logits", "teacher_logits", "mask" or "grad_logits"; config_error naming
 ///         "options.temperature", "options.beta" or "denominators.tokens"; value_error naming
 ///         "student_logits" / "teacher_logits" (NaN or Inf) or "mask" (not 0/1).
 /// Memory: O(N) beyond the logits and grad_logits. The finiteness checks are one extra pass over
@@ -83,7 +98,8 @@ distillation_result<B> finish_distillation(const tensor<B>& per_row, const tenso
 template <logits_backend B>
 distillation_result<B> distillation_loss(const tensor<B>& student_logits, const tensor<B>& teacher_logits,
                                          const tensor<B>& mask, const distillation_options& options,
-                                         const loss_denominators& denominators) {
+                                         const loss_denominators& denominators,
+                                         std::optional<typename B::tensor_type> grad_logits = std::nullopt) {
   detail::expect_logits_shape(student_logits, "student_logits");
   const auto s = student_logits.shape();
   GRPO_CHECK(teacher_logits.shape() == s, shape_error, "teacher_logits: expected shape ", to_string(s),
@@ -98,7 +114,7 @@ distillation_result<B> distillation_loss(const tensor<B>& student_logits, const 
 
   const auto& b = student_logits.backend();
   const auto weights = mask / denominators.tokens;
-  auto grad = fill(b, s, 0.0);
+  auto grad = detail::gradient_buffer(b, s, std::move(grad_logits));
   const tensor<B> per_row(
       b, row_divergence(b, student_logits.raw(), teacher_logits.raw(), inv_t, options.beta, weights.raw(), grad));
   return detail::finish_distillation(per_row, mask, host_mask, denominators, std::move(grad));
@@ -118,7 +134,8 @@ distillation_result<B> distillation_loss(const tensor<B>& student_logits, const 
 ///        returns them: <= 0, not NaN; -Inf means probability 0. With renormalize each row needs
 ///        at least one finite entry.
 /// \param options           temperature as in distillation_loss; beta must be 0 (forward KL only).
-/// \throws shape_error naming "student_logits", "teacher_ids", "teacher_logprobs" or "mask";
+/// \param grad_logits       as in distillation_loss.
+/// \throws shape_error naming "student_logits", "teacher_ids", "teacher_logprobs", "mask" or "grad_logits";
 ///         config_error naming "options.temperature", "options.beta" or "denominators.tokens";
 ///         value_error naming "student_logits", "teacher_ids" (duplicate), "teacher_logprobs" or "mask".
 /// Memory: O(N K) beyond the logits and grad_logits.
@@ -126,7 +143,8 @@ template <logits_backend B>
 distillation_result<B> topk_distillation_loss(const tensor<B>& student_logits, const index_tensor<B>& teacher_ids,
                                               const tensor<B>& teacher_logprobs, const tensor<B>& mask,
                                               const distillation_options& options,
-                                              const loss_denominators& denominators, bool renormalize = false) {
+                                              const loss_denominators& denominators, bool renormalize = false,
+                                              std::optional<typename B::tensor_type> grad_logits = std::nullopt) {
   detail::expect_logits_shape(student_logits, "student_logits");
   const auto s = student_logits.shape();
   const auto rows = s.dims[0];
@@ -176,7 +194,7 @@ distillation_result<B> topk_distillation_loss(const tensor<B>& student_logits, c
     log_p = log_p - expand_rows(lse, k);
   }
   const auto weights = mask / denominators.tokens;
-  auto grad = fill(b, s, 0.0);
+  auto grad = detail::gradient_buffer(b, s, std::move(grad_logits));
   const tensor<B> per_row(
       b, row_sparse_forward_kl(b, student_logits.raw(), teacher_ids.raw(), log_p.raw(), inv_t, weights.raw(), grad));
   return detail::finish_distillation(per_row, mask, host_mask, denominators, std::move(grad));
@@ -189,12 +207,14 @@ distillation_result<B> topk_distillation_loss(const tensor<B>& student_logits, c
 ///        hold anything (for example -100, Hugging Face's ignore index).
 /// \param mask         [N] of 0/1.
 /// \param temperature  T > 0, finite, with a finite inverse.
-/// \throws shape_error naming "logits", "targets" or "mask"; config_error naming "temperature" or
+/// \param grad_logits  as in distillation_loss.
+/// \throws shape_error naming "logits", "targets", "mask" or "grad_logits"; config_error naming "temperature" or
 ///         "denominators.tokens"; value_error naming "logits" (NaN or Inf) or "mask".
 /// Memory: O(N) beyond the logits and grad_logits.
 template <logits_backend B>
 distillation_result<B> sft_loss(const tensor<B>& logits, const index_tensor<B>& targets, const tensor<B>& mask,
-                                const loss_denominators& denominators, double temperature = 1.0) {
+                                const loss_denominators& denominators, double temperature = 1.0,
+                                std::optional<typename B::tensor_type> grad_logits = std::nullopt) {
   detail::expect_logits_shape(logits, "logits");
   const auto s = logits.shape();
   const auto rows = s.dims[0];
@@ -212,7 +232,7 @@ distillation_result<B> sft_loss(const tensor<B>& logits, const index_tensor<B>& 
   const auto stats = row_softmax_stats(b, logits.raw(), safe_targets.raw(), inv_t);
   const auto d_logprobs = -(mask / denominators.tokens);
   const auto no_entropy = full(b, shape::vector(rows), 0.0);
-  auto grad = fill(b, s, 0.0);
+  auto grad = detail::gradient_buffer(b, s, std::move(grad_logits));
   row_softmax_backward(b, logits.raw(), safe_targets.raw(), inv_t, stats.lse, stats.entropy, d_logprobs.raw(),
                        no_entropy.raw(), grad);
   const auto per_row = -tensor<B>(b, stats.logprob);

@@ -186,14 +186,14 @@ void run(const bench_case& c) {
     loss.backward();
     return loss;
   });
-  // The paths the fused Functions take: their gradient buffers are the logits' dtype for token_logprobs, the
-  // backend's compute dtype (fp32 for bf16 logits) for the distillation losses (grpo/distillation.hpp).
+  // The paths the fused Functions take: every gradient buffer is in the logits' dtype (the distillation losses get
+  // theirs through grad_logits).
   auto rows_b = grpo::libtorch::backend_like(student);
   rows_b.row_dtype = at::kFloat;
   const auto plain = student.detach();
-  const at::Tensor compute_grad;  // undefined: the primitives then judge a buffer in the compute dtype, as fill's
+  const auto logits_grad = at::empty_like(plain);
   row("token log-probs + entropy", c,
-      path_name(row_softmax_stats_path(rows_b, plain), row_softmax_backward_path(rows_b, plain, at::empty_like(plain))),
+      path_name(row_softmax_stats_path(rows_b, plain), row_softmax_backward_path(rows_b, plain, logits_grad)),
       ours_logprobs, eager_logprobs);
 
   // JSD, beta 0.5 (M = (P + Q) / 2), token mean.
@@ -213,7 +213,7 @@ void run(const bench_case& c) {
     loss.backward();
     return loss;
   });
-  const auto jsd_path = row_divergence_path(rows_b, plain, teacher, compute_grad);
+  const auto jsd_path = row_divergence_path(rows_b, plain, teacher, logits_grad);
   row("JSD beta 0.5", c, path_name(jsd_path, jsd_path), ours_jsd, eager_jsd);
 
   // Forward KL to the teacher's top 64 log-probs.
@@ -234,7 +234,7 @@ void run(const bench_case& c) {
     loss.backward();
     return loss;
   });
-  const auto topk_path = row_sparse_forward_kl_path(rows_b, plain, top_logprobs, compute_grad);
+  const auto topk_path = row_sparse_forward_kl_path(rows_b, plain, top_logprobs, logits_grad);
   row("top-64 forward KL", c, path_name(topk_path, topk_path), ours_topk, eager_topk);
 
   // SFT cross-entropy, token mean.
@@ -249,7 +249,7 @@ void run(const bench_case& c) {
     return loss;
   });
   row("SFT cross-entropy", c,
-      path_name(row_softmax_stats_path(rows_b, plain), row_softmax_backward_path(rows_b, plain, compute_grad)),
+      path_name(row_softmax_stats_path(rows_b, plain), row_softmax_backward_path(rows_b, plain, logits_grad)),
       ours_sft, eager_sft);
 }
 

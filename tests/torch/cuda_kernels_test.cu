@@ -299,35 +299,51 @@ TEST_CASE("libtorch cuda kernels: the fused autograd Functions on CUDA match the
   options.beta = 0.5;
   options.temperature = 0.9;
 
+  grpo::distillation_options forward_kl = options;
+  forward_kl.beta = 0.0;  // the top-k loss is the forward KL only
+
   // The value and gradient of one loss of the student logits, on CUDA (row_dtype float: the kernels) and on the CPU
-  // (row_dtype double: the torch ops in double).
-  const auto compare = [&](const char* what, auto&& loss_of) {
-    INFO(what);
-    const auto z_cpu = torch_tensor(z_host, {rows, vocab}, at::kFloat);
-    auto z_cuda = z_cpu.to(gpu).requires_grad_();
-    auto z_wide = z_cpu.clone().requires_grad_();
-    const auto got = loss_of(z_cuda, gpu, at::kFloat);
-    const auto want = loss_of(z_wide, at::Device(at::kCPU), at::kDouble);
-    got.backward();
-    want.backward();
-    require_same(host(got), host(want), 2e-6, 2e-5);
-    require_same(host(z_cuda.grad()), host(z_wide.grad()), 1e-7, 2e-5);
+  // (row_dtype double: the torch ops in double), for fp32 logits and for bf16 ones (the CPU then gets the same bf16
+  // values widened to fp32; the CUDA gradient is bf16, one rounding from the double one).
+  struct logits_case {
+    const char* name;
+    at::ScalarType dtype;
+    double loss_rtol, grad_atol, grad_rtol;
   };
-  const auto teacher = torch_tensor(t_host, {rows, vocab}, at::kFloat);
-  compare("token_logprobs", [&](const at::Tensor& z, at::Device device, at::ScalarType row_dtype) {
-    const auto out = grpo::libtorch::token_logprobs(z, ids.to(device), 0.8, row_dtype);
-    const auto kept = mask.to(device).to(out.logprobs.scalar_type());
-    return (out.logprobs * kept).sum() + 0.1 * (out.entropy * kept).sum();
-  });
-  compare("distillation_loss", [&](const at::Tensor& z, at::Device device, at::ScalarType row_dtype) {
-    return grpo::libtorch::distillation_loss(z, teacher.to(device), mask.to(device), options, d, row_dtype).loss;
-  });
-  compare("topk_distillation_loss", [&](const at::Tensor& z, at::Device device, at::ScalarType row_dtype) {
-    return grpo::libtorch::topk_distillation_loss(z, teacher_ids.to(device), teacher_logprobs.to(device),
-                                                  mask.to(device), options, d, /*renormalize=*/false, row_dtype)
-        .loss;
-  });
-  compare("sft_loss", [&](const at::Tensor& z, at::Device device, at::ScalarType row_dtype) {
-    return grpo::libtorch::sft_loss(z, ids.to(device), mask.to(device), d, 1.1, row_dtype).loss;
-  });
+  for (const auto& lc : {logits_case{"fp32", at::kFloat, 2e-5, 1e-7, 2e-5},
+                         logits_case{"bf16", at::kBFloat16, 2e-5, 1e-7, 1.0 / 128}}) {
+    INFO(lc.name);
+    const auto compare = [&](const char* what, auto&& loss_of) {
+      INFO(what);
+      const auto z_low = torch_tensor(z_host, {rows, vocab}, at::kFloat).to(lc.dtype);
+      auto z_cuda = z_low.to(gpu).requires_grad_();
+      auto z_wide = z_low.to(at::kFloat).requires_grad_();
+      const auto got = loss_of(z_cuda, gpu, at::kFloat);
+      const auto want = loss_of(z_wide, at::Device(at::kCPU), at::kDouble);
+      got.backward();
+      want.backward();
+      CHECK(z_cuda.grad().scalar_type() == lc.dtype);
+      require_same(host(got), host(want), 2e-6, lc.loss_rtol);
+      require_same(host(z_cuda.grad()), host(z_wide.grad()), lc.grad_atol, lc.grad_rtol);
+    };
+    const auto teacher = torch_tensor(t_host, {rows, vocab}, at::kFloat).to(lc.dtype);
+    const auto teacher_wide = teacher.to(at::kFloat);
+    const auto teacher_on = [&](at::Device device) { return device.is_cuda() ? teacher.to(device) : teacher_wide; };
+    compare("token_logprobs", [&](const at::Tensor& z, at::Device device, at::ScalarType row_dtype) {
+      const auto out = grpo::libtorch::token_logprobs(z, ids.to(device), 0.8, row_dtype);
+      const auto kept = mask.to(device).to(out.logprobs.scalar_type());
+      return (out.logprobs * kept).sum() + 0.1 * (out.entropy * kept).sum();
+    });
+    compare("distillation_loss", [&](const at::Tensor& z, at::Device device, at::ScalarType row_dtype) {
+      return grpo::libtorch::distillation_loss(z, teacher_on(device), mask.to(device), options, d, row_dtype).loss;
+    });
+    compare("topk_distillation_loss", [&](const at::Tensor& z, at::Device device, at::ScalarType row_dtype) {
+      return grpo::libtorch::topk_distillation_loss(z, teacher_ids.to(device), teacher_logprobs.to(device),
+                                                    mask.to(device), forward_kl, d, /*renormalize=*/false, row_dtype)
+          .loss;
+    });
+    compare("sft_loss", [&](const at::Tensor& z, at::Device device, at::ScalarType row_dtype) {
+      return grpo::libtorch::sft_loss(z, ids.to(device), mask.to(device), d, 1.1, row_dtype).loss;
+    });
+  }
 }

@@ -231,6 +231,13 @@ struct distillation_output {
 
 namespace detail {
 
+/// The buffer of a fused loss's [N, V] gradient: the logits' dtype (bf16 logits get a bf16 gradient, as autograd
+/// hands it back anyway, at half the memory of fp32; on CUDA the kernels write it directly), contiguous, unfilled:
+/// the row primitives write every element.
+inline at::Tensor gradient_like(const at::Tensor& logits) {
+  return at::empty(logits.sizes(), logits.options().memory_format(at::MemoryFormat::Contiguous));
+}
+
 inline distillation_output attach_distillation(const at::Tensor& student, distillation_result<backend> result) {
   auto loss = attach(student, c10::nullopt, {result.loss.raw(), result.grad_logits, at::Tensor()});
   return {std::move(loss), std::move(result.per_token_loss).raw(), result.token_count};
@@ -239,8 +246,8 @@ inline distillation_output attach_distillation(const at::Tensor& student, distil
 }  // namespace detail
 
 /// Fused dense distillation (grpo::distillation_loss as one autograd node; the gradient flows to the student
-/// logits only). Memory: the [N, V] gradient is computed in the forward and kept until the backward (as Liger's
-/// fused losses do), so peak memory is two logits-sized tensors plus the backend's chunk. row_dtype: as in
+/// logits only). Memory: the [N, V] gradient, in the logits' dtype, is computed in the forward and kept until the
+/// backward (as Liger's fused losses do), so peak memory is two logits-sized tensors plus the backend's chunk. row_dtype: as in
 /// token_logprobs (float on fp32 CPU logits: the fp32 row kernels).
 /// \throws what grpo::distillation_loss throws; config_error naming "row_dtype" when it is not floating.
 inline distillation_output distillation_loss(const at::Tensor& student_logits, const at::Tensor& teacher_logits,
@@ -252,7 +259,7 @@ inline distillation_output distillation_loss(const at::Tensor& student_logits, c
   auto result = [&] {
     const at::NoGradGuard no_grad;
     return grpo::distillation_loss(wrap(b, student_logits), wrap(b, teacher_logits), wrap(b, mask), options,
-                                   denominators);
+                                   denominators, detail::gradient_like(student_logits));
   }();
   return detail::attach_distillation(student_logits, std::move(result));
 }
@@ -270,7 +277,8 @@ inline distillation_output topk_distillation_loss(const at::Tensor& student_logi
   auto result = [&] {
     const at::NoGradGuard no_grad;
     return grpo::topk_distillation_loss(wrap(b, student_logits), wrap_index(b, teacher_ids), wrap(b, teacher_logprobs),
-                                        wrap(b, mask), options, denominators, renormalize);
+                                        wrap(b, mask), options, denominators, renormalize,
+                                        detail::gradient_like(student_logits));
   }();
   return detail::attach_distillation(student_logits, std::move(result));
 }
@@ -284,7 +292,8 @@ inline distillation_output sft_loss(const at::Tensor& logits, const at::Tensor& 
   const auto b = detail::backend_with_rows(logits, row_dtype);
   auto result = [&] {
     const at::NoGradGuard no_grad;
-    return grpo::sft_loss(wrap(b, logits), wrap_index(b, targets), wrap(b, mask), denominators, temperature);
+    return grpo::sft_loss(wrap(b, logits), wrap_index(b, targets), wrap(b, mask), denominators, temperature,
+                          detail::gradient_like(logits));
   }();
   return detail::attach_distillation(logits, std::move(result));
 }
