@@ -7,6 +7,8 @@
 //   grpo_logits_v152k  the same with V = 151936
 //   advantages_64x8    grpo_advantages of 64 x 8 rewards; advantages_4096x16 of 4096 x 16
 //   jsd_v32k           distillation_loss with beta 0.5 (generalized JSD), N = 4096 x V = 32768
+//   topk_kl_v32k       topk_distillation_loss, a teacher's top K = 64 (id, log-prob) per row, N = 4096 x V = 32768
+//   sft_v32k           sft_loss (cross-entropy on the targets), N = 4096 x V = 32768
 // The GRPO loss is TRL's default configuration with a KL term: clip 0.2, k3 KL with beta 0.04, token-mean (dapo).
 // Run one case per process with --benchmark_filter='^<case>/' (bench/run.sh does, to read each case's peak RSS).
 #include <benchmark/benchmark.h>
@@ -297,6 +299,69 @@ void jsd(benchmark::State& state, std::int64_t rows, std::int64_t vocab) {
   });
 }
 
+/// Forward KL from a sparse teacher: K distinct ids per row with their log-probs, student logits [rows, vocab].
+void topk_kl(benchmark::State& state, std::int64_t rows, std::int64_t vocab, std::int64_t k) {
+  guarded(state, [&] {
+    const auto b = make_backend();
+    auto student = new_matrix(b, rows, vocab);
+    fill_logits(student, 40);
+    std::vector<std::int64_t> id_host(static_cast<std::size_t>(rows * k));
+    std::vector<double> logprob_host(id_host.size());
+    for (std::int64_t n = 0; n < rows; ++n) {
+      // An odd stride over a power-of-two vocabulary keeps the K ids of a row distinct.
+      const auto first = static_cast<std::int64_t>(uniform01(41, static_cast<std::uint64_t>(n)) * static_cast<double>(vocab));
+      double total = 0.0;
+      for (std::int64_t j = 0; j < k; ++j) {
+        const auto at = static_cast<std::size_t>(n * k + j);
+        id_host[at] = (first + j * 509) % vocab;
+        logprob_host[at] = 2.0 * normalish(42, at);
+        total += std::exp(logprob_host[at]);
+      }
+      // The teacher's top K hold 90% of its mass: log-probs of a truncated distribution, not renormalized.
+      const double shift = std::log(total / 0.9);
+      for (std::int64_t j = 0; j < k; ++j) logprob_host[static_cast<std::size_t>(n * k + j)] -= shift;
+    }
+    const auto ids = grpo::make_index(b, id_host, grpo::shape::matrix(rows, k));
+    const auto logprobs = grpo::make_tensor(b, logprob_host, grpo::shape::matrix(rows, k));
+    const auto mask = grpo::full(b, grpo::shape::vector(rows), 1.0);
+    grpo::loss_denominators denominators;
+    denominators.tokens = static_cast<double>(rows);
+    const grpo::distillation_options options{.temperature = 1.0, .beta = 0.0};
+    for (auto _ : state) {
+      auto result = grpo::topk_distillation_loss(student, ids, logprobs, mask, options, denominators);
+      benchmark::DoNotOptimize(result.loss.item());
+      benchmark::ClobberMemory();
+    }
+    const auto logit_bytes = 4.0 * static_cast<double>(rows) * static_cast<double>(vocab);
+    report(state, 2.0 * logit_bytes, logit_bytes, static_cast<double>(rows),
+           "N=" + std::to_string(rows) + " V=" + std::to_string(vocab) + " K=" + std::to_string(k));
+  });
+}
+
+/// SFT cross-entropy of logits [rows, vocab] on uniform target ids, with the gradient.
+void sft(benchmark::State& state, std::int64_t rows, std::int64_t vocab) {
+  guarded(state, [&] {
+    const auto b = make_backend();
+    auto logits = new_matrix(b, rows, vocab);
+    fill_logits(logits, 50);
+    std::vector<std::int64_t> id_host(static_cast<std::size_t>(rows));
+    for (std::size_t i = 0; i < id_host.size(); ++i)
+      id_host[i] = static_cast<std::int64_t>(uniform01(51, i) * static_cast<double>(vocab));
+    const auto targets = grpo::make_index(b, id_host, grpo::shape::vector(rows));
+    const auto mask = grpo::full(b, grpo::shape::vector(rows), 1.0);
+    grpo::loss_denominators denominators;
+    denominators.tokens = static_cast<double>(rows);
+    for (auto _ : state) {
+      auto result = grpo::sft_loss(logits, targets, mask, denominators);
+      benchmark::DoNotOptimize(result.loss.item());
+      benchmark::ClobberMemory();
+    }
+    const auto logit_bytes = 4.0 * static_cast<double>(rows) * static_cast<double>(vocab);
+    report(state, 2.0 * logit_bytes, logit_bytes, static_cast<double>(rows),
+           "N=" + std::to_string(rows) + " V=" + std::to_string(vocab));
+  });
+}
+
 void register_cases(bool quick) {
   const auto add = [](const std::string& name, std::function<void(benchmark::State&)> run) {
     benchmark::RegisterBenchmark((name + "/" + backend_name).c_str(),
@@ -314,6 +379,8 @@ void register_cases(bool quick) {
   add("advantages_64x8", [](benchmark::State& s) { advantages(s, 64, 8); });
   add("advantages_4096x16", [=](benchmark::State& s) { advantages(s, quick ? 512 : 4096, 16); });
   add("jsd_v32k", [=](benchmark::State& s) { jsd(s, logit_batch * logit_seq, v32); });
+  add("topk_kl_v32k", [=](benchmark::State& s) { topk_kl(s, logit_batch * logit_seq, v32, 64); });
+  add("sft_v32k", [=](benchmark::State& s) { sft(s, logit_batch * logit_seq, v32); });
 }
 
 }  // namespace

@@ -6,9 +6,13 @@
          sequences, logsumexp of each [T, V] slice, minus the gathered logit), entropies under no_grad in chunks of
          rows, then GRPO's per-token loss (clip 0.2, k3 KL with beta 0.04, dapo token-mean), then autograd;
          advantages by nanmean / Bessel nanstd per group broadcast with repeat_interleave; JSD by log_softmax of
-         both models, a stacked logsumexp for the mixture and kl_div with log targets (GKD's generalized JSD).
+         both models, a stacked logsumexp for the mixture and kl_div with log targets (GKD's generalized JSD);
+         top-k KL with the teacher made dense (its K probabilities scattered into a zero [N, V] tensor) and kl_div,
+         as a dense-teacher loss is usually fed; SFT as Hugging Face's causal-LM loss (cross_entropy with
+         ignore_index -100, summed and divided by the number of target tokens).
   plain  the textbook way: log_softmax + gather (entropy from the same log-softmax), the same loss; group
-         statistics with keepdim broadcasting; JSD with logaddexp for the mixture.
+         statistics with keepdim broadcasting; JSD with logaddexp for the mixture; top-k KL from log_softmax gathered at
+         the teacher's ids; SFT as log_softmax + gather.
 
 Every case runs forward and backward (autograd of the loss into the differentiable input: log-probs, logits, or
 student logits); advantages are forward only, as in the trainers. Inputs are seeded and drawn like the C++ bench's
@@ -48,6 +52,8 @@ def shapes(quick):
         "advantages_64x8": dict(prompts=64, group=8),
         "advantages_4096x16": dict(prompts=512 if quick else 4096, group=16),
         "jsd_v32k": dict(rows=logit_batch * logit_seq, vocab=v32),
+        "topk_kl_v32k": dict(rows=logit_batch * logit_seq, vocab=v32, k=64),
+        "sft_v32k": dict(rows=logit_batch * logit_seq, vocab=v32),
     }
 
 
@@ -248,6 +254,44 @@ def case_jsd(impl, gen, rows, vocab):
     return step, 2 * 4 * rows * vocab, f"N={rows} V={vocab}"
 
 
+def case_topk_kl(impl, gen, rows, vocab, k):
+    student = normal_logits(rows, vocab, gen).requires_grad_()
+    first = torch.randint(0, vocab, (rows, 1), generator=gen)
+    ids = (first + 509 * torch.arange(k).unsqueeze(0)) % vocab  # distinct: an odd stride, a power-of-two vocabulary
+    logp = 2.0 * torch.randn(rows, k, generator=gen)
+    logp = logp - torch.log(logp.exp().sum(1, keepdim=True) / 0.9)  # the top K hold 90% of the mass
+    p = logp.exp()
+
+    def step():
+        student.grad = None
+        log_q = F.log_softmax(student, dim=-1)
+        if impl == "trl":
+            dense = torch.zeros(rows, vocab).scatter_(1, ids, p)
+            loss = F.kl_div(log_q, dense, reduction="sum") / rows
+        else:
+            loss = (p * (logp - log_q.gather(1, ids))).sum() / rows
+        loss.backward()
+        return student.grad
+
+    return step, 4 * rows * vocab, f"N={rows} V={vocab} K={k}"
+
+
+def case_sft(impl, gen, rows, vocab):
+    logits = normal_logits(rows, vocab, gen).requires_grad_()
+    targets = torch.randint(0, vocab, (rows,), generator=gen)
+
+    def step():
+        logits.grad = None
+        if impl == "trl":
+            loss = F.cross_entropy(logits, targets, ignore_index=-100, reduction="sum") / rows
+        else:
+            loss = -F.log_softmax(logits, dim=-1).gather(1, targets[:, None]).sum() / rows
+        loss.backward()
+        return logits.grad
+
+    return step, 4 * rows * vocab, f"N={rows} V={vocab}"
+
+
 def make_case(name, impl, quick, gen):
     params = shapes(quick)[name]
     if name == "grpo_logprobs":
@@ -256,6 +300,10 @@ def make_case(name, impl, quick, gen):
         return case_grpo_logits(impl, gen, **params)
     if name.startswith("advantages"):
         return case_advantages(impl, gen, **params)
+    if name.startswith("topk_kl"):
+        return case_topk_kl(impl, gen, **params)
+    if name.startswith("sft"):
+        return case_sft(impl, gen, **params)
     return case_jsd(impl, gen, **params)
 
 

@@ -11,7 +11,7 @@
 #   --threads N    OMP_NUM_THREADS of our binaries and torch.set_num_threads of the peer (default: nproc)
 #   --repetitions  timed repetitions per case; medians are reported (default 3, quick 2)
 #   --cases        subset of: grpo_logprobs grpo_logits_v32k grpo_logits_v152k advantages_64x8 advantages_4096x16
-#                  jsd_v32k
+#                  jsd_v32k topk_kl_v32k sft_v32k
 #   --backends     subset of our backends (default: every one built: omp libtorch reference)
 #   --no-build     reuse the build in $GRPO_BENCH_BUILD_DIR (default build/bench)
 #   --json FILE    also write every measurement as JSON lines
@@ -74,7 +74,7 @@ env = os.environ
 root, bench_dir, python = env["GRPO_BENCH_ROOT"], env["GRPO_BENCH_DIR"], env["GRPO_BENCH_PY"]
 threads, quick, reps = int(env["GRPO_BENCH_THREADS"]), env["GRPO_BENCH_QUICK_MODE"] == "1", int(env["GRPO_BENCH_REPS"])
 all_cases = ["grpo_logprobs", "grpo_logits_v32k", "grpo_logits_v152k", "advantages_64x8", "advantages_4096x16",
-             "jsd_v32k"]
+             "jsd_v32k", "topk_kl_v32k", "sft_v32k"]
 cases = env["GRPO_BENCH_CASES"].split() or all_cases
 binaries = {"omp": "grpo_bench_losses_cccl_omp", "libtorch": "grpo_bench_losses_libtorch",
             "reference": "grpo_bench_losses_reference"}
@@ -191,7 +191,7 @@ print(f"- torch {subprocess.run([python, '-c', 'import torch; print(torch.__vers
       f", BLAS: {blas}.")
 print("- Peak = ru_maxrss of the case's own process (Linux carries the ~10 MiB of the forking driver over exec), "
       "nothing subtracted; torch's import alone is given below the table. Input = the case's input tensors (the "
-      "logits for the logits cases; student and teacher for JSD).\n")
+      "logits for the logits cases; student and teacher for JSD; the student for top-k KL).\n")
 print("| case | shape | input MiB | ours (backend): time, peak | torch plain | torch TRL-style | speed-up vs best torch "
       "| memory ratio (ours / lowest torch peak) |")
 print("|---|---|---|---|---|---|---|---|")

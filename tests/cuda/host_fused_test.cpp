@@ -2,7 +2,7 @@
 // The host fast paths of grpo::cccl added for speed (issue 14), built for CPP and OMP: simd_math's fp32 log and expm1
 // over dense sweeps; host_divergence.hpp's fp32 JSD / KL rows of both instruction sets against reference_backend<double>
 // on the same fp32 inputs (beta at both ends and inside, masked entries, block edges, large logits, identical rows,
-// in place, rows left to the exact functor); host_fused.hpp's policy loss and group advantages: that the algorithms
+// in place, rows left to the exact functor), and its sparse top-k forward KL rows the same way; host_fused.hpp's policy loss and group advantages: that the algorithms
 // take them, that a bad value is still named by the generic checks, and that OpenMP's thread count changes no bit.
 // The shared conformance suite (conformance_test.cpp) compares every loss variant of these paths to the reference.
 #include <bit>
@@ -92,6 +92,32 @@ divergence_values fast_divergence(const std::vector<float>& student, const std::
   const std::vector<float> w(weight.begin(), weight.end());
   std::vector<float> loss(weight.size()), out(student.size());
   hr::divergence(student.data(), teacher.data(), rows, vocab, scale, beta, w.data(), loss.data(), out.data(), which);
+  return {{loss.begin(), loss.end()}, {out.begin(), out.end()}};
+}
+
+/// The sparse forward KL to K (id, log-prob) pairs per row, by reference_backend<double> and by the host fast path.
+divergence_values reference_sparse_kl(const std::vector<float>& student, const std::vector<std::int64_t>& ids,
+                                      const std::vector<float>& logprobs, const std::vector<double>& weight,
+                                      std::int64_t vocab, double scale) {
+  const auto rows = static_cast<std::int64_t>(weight.size()), k = static_cast<std::int64_t>(ids.size()) / rows;
+  const grpo::reference_backend<double> r;
+  grpo::reference_backend<double>::tensor_type out;
+  const auto loss = row_sparse_forward_kl(
+      r, upload(r, std::vector<double>(student.begin(), student.end()), shape::matrix(rows, vocab)),
+      upload_index(r, ids, shape::matrix(rows, k)),
+      upload(r, std::vector<double>(logprobs.begin(), logprobs.end()), shape::matrix(rows, k)), scale,
+      upload(r, weight, shape::vector(rows)), out);
+  return {download(r, loss), download(r, out)};
+}
+
+divergence_values fast_sparse_kl(const std::vector<float>& student, const std::vector<std::int64_t>& ids,
+                                 const std::vector<float>& logprobs, const std::vector<double>& weight,
+                                 std::int64_t vocab, double scale, hr::isa which, std::int64_t* error_slot) {
+  const auto rows = static_cast<std::int64_t>(weight.size()), k = static_cast<std::int64_t>(ids.size()) / rows;
+  const std::vector<float> w(weight.begin(), weight.end());
+  std::vector<float> loss(weight.size()), out(student.size()), picked(ids.size());
+  hr::sparse_forward_kl(student.data(), ids.data(), logprobs.data(), rows, vocab, k, scale, w.data(), loss.data(),
+                        out.data(), picked.data(), error_slot, which);
   return {{loss.begin(), loss.end()}, {out.begin(), out.end()}};
 }
 
@@ -231,6 +257,57 @@ TEST_CASE("host divergence: identical rows give zero, in place equals out of pla
                    which);
     for (std::size_t i = 2 * static_cast<std::size_t>(vocab); i < inplace.size(); ++i)
       REQUIRE(static_cast<double>(inplace[i]) == got.gradient[i]);
+  }
+}
+
+TEST_CASE("host sparse KL: both instruction sets match the reference, repeated ids, odd rows use the functor",
+          "[cccl][host_fused]") {
+  const std::int64_t rows = 5, vocab = 1500, k = 7;
+  const auto student = make_rows(rows, vocab, 6.0, 0.1, 51);
+  std::vector<std::int64_t> ids(static_cast<std::size_t>(rows * k));
+  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int64_t>((i * 211 + 3) % vocab);
+  ids[1] = ids[0];  // row 0 names one id twice: its p's are summed there
+  for (std::int64_t j = 0; j < k; ++j)  // a row whose K ids are all one token
+    ids[static_cast<std::size_t>(2 * k + j)] = ids[static_cast<std::size_t>(2 * k)];
+  const auto raw = grpo::testing::uniform(ids.size(), -4.0, 0.0, 53);
+  std::vector<float> logprobs(raw.begin(), raw.end());
+  logprobs[static_cast<std::size_t>(3 * k + 1)] = -INFINITY;  // probability 0: no term, no gradient
+  const std::vector<double> weight{1.0, 0.5, 2.0, 0.0, 1.5};
+  for (const double scale : {1.0, 1.0 / 0.7}) {
+    const auto want = reference_sparse_kl(student, ids, logprobs, weight, vocab, scale);
+    for (const auto which : instruction_sets()) {
+      INFO(isa_name(which) << " scale " << scale);
+      std::int64_t slot[3] = {0, 0, 0};
+      const auto got = fast_sparse_kl(student, ids, logprobs, weight, vocab, scale, which, slot);
+      require_near(got.loss, want.loss, 2e-6, 2e-5);
+      require_near(got.gradient, want.gradient, 2e-7, 2e-5);
+      CHECK(slot[0] == 0);
+    }
+  }
+  // Rows the fast path hands back: a NaN student logit (row 0), a NaN teacher log-prob (row 1), an id out of range
+  // (row 4: reported, its loss NaN, the id left out of the gradient); the others keep the fast path.
+  auto odd_student = student;
+  odd_student[9] = NAN;
+  auto odd_logprobs = logprobs;
+  odd_logprobs[static_cast<std::size_t>(k + 2)] = NAN;
+  auto odd_ids = ids;
+  odd_ids[static_cast<std::size_t>(4 * k + 3)] = vocab;
+  for (const auto which : instruction_sets()) {
+    INFO(isa_name(which));
+    std::int64_t slot[3] = {0, 0, 0};
+    const auto got = fast_sparse_kl(odd_student, odd_ids, odd_logprobs, weight, vocab, 1.0, which, slot);
+    CHECK(slot[0] != 0);
+    CHECK(slot[1] == vocab);
+    CHECK(std::isnan(got.loss[0]));
+    CHECK(std::isnan(got.gradient[static_cast<std::size_t>(vocab)]));  // row 1: the teacher mass is NaN
+    CHECK(std::isnan(got.loss[4]));
+    const auto clean = fast_sparse_kl(student, ids, logprobs, weight, vocab, 1.0, which, nullptr);
+    for (const std::size_t row : {2u, 3u}) {
+      REQUIRE(got.loss[row] == clean.loss[row]);
+      for (std::int64_t v = 0; v < vocab; ++v)
+        REQUIRE(got.gradient[row * vocab + static_cast<std::size_t>(v)] ==
+                clean.gradient[row * vocab + static_cast<std::size_t>(v)]);
+    }
   }
 }
 

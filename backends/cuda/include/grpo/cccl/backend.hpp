@@ -625,6 +625,14 @@ device_tensor<T> row_sparse_forward_kl(const backend<T>& b, const device_tensor<
   }
 #endif
   auto picked = detail::allocate(b, teacher_ids.shape);
+#if !GRPO_CCCL_CUDA
+  if constexpr (std::is_same_v<T, float>) {
+    host_rows::sparse_forward_kl(student.data.data(), teacher_ids.data.data(), teacher_logprobs.data.data(), rows, vocab,
+                                 k, inv_temperature, weight.data.data(), loss.data.data(), out.data.data(),
+                                 picked.data.data(), slot);
+    return loss;
+  }
+#endif
   detail::run("row_sparse_forward_kl", [&] {
     thrust::for_each_n(
         execution_policy(*b.workspace()), detail::count_from(0), rows,
