@@ -54,10 +54,12 @@ std::vector<double> expect_row_mask(const tensor<B>& mask, std::int64_t rows) {
 }
 
 /// The [N, V] buffer a distillation loss writes its gradient into: the caller's, checked to have the logits' shape s,
-/// else a new one in the backend's compute dtype.
+/// else an empty tensor, which the row primitive replaces by one it allocates in the backend's compute dtype
+/// (logits_backend: an out of another shape is allocated). No zero fill: the primitives write every element, and a
+/// fill would be one more pass over N x V (about a tenth of the SFT loss's time on the CPU).
 template <logits_backend B>
 typename B::tensor_type gradient_buffer(const B& b, shape s, std::optional<typename B::tensor_type> given) {
-  if (!given) return fill(b, s, 0.0);
+  if (!given) return fill(b, shape::vector(0), 0.0);
   const auto given_shape = shape_of(b, *given);
   GRPO_CHECK(given_shape == s, shape_error, "grad_logits: expected shape ", to_string(s), " (that of the logits), got ",
              to_string(given_shape));
