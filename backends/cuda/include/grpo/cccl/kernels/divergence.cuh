@@ -2,15 +2,18 @@
 // grpo/cccl/kernels/divergence.cuh: fused distillation kernels on student logits [N, V] (nvcc only), loss and
 // gradient together, one block per row, nothing N x V allocated, the gradient allowed to overwrite the student:
 //   dense: D_beta(P || Q), P = softmax(s zt), Q = softmax(s zs): beta = 0 KL(P||Q), beta = 1 KL(Q||P), else
-//          the generalized JSD (Agarwal et al. 2024, GKD, Eq. 1); three passes (both lse, loss, gradient)
+//          the generalized JSD (Agarwal et al. 2024, GKD, Eq. 1); three passes (both lse, loss, gradient), the
+//          entries in base 2 (divergence_entry_log2: two exp2 and one log2 per entry and pass)
 //   sparse: sum_j p_j (log p_j - log q_{id_j}) over a teacher's K (id, log-prob) pairs per row (two passes)
 // The formulas of backend.hpp's row_divergence and row_sparse_forward_kl; fp32 accumulation (fp64 for fp64).
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <cfloat>
 #include <climits>
 #include <cstdint>
+#include <type_traits>
 
 #include "grpo/cccl/config.hpp"
 #include "grpo/cccl/device_error.hpp"
@@ -22,25 +25,65 @@ namespace kernels {
 
 namespace detail {
 
-/// One entry's loss term and d term / d log q (rows.hpp's divergence_entry in the accumulation type).
 template <class A>
-__device__ void divergence_entry(A beta, A log_beta, A log_one_minus_beta, A log_p, A log_q, A& term, A& d) {
-  const A q = exp_of(log_q), p = exp_of(log_p);
+GRPO_CCCL_HOST_DEVICE constexpr A ln_2() {
+  return static_cast<A>(0.693147180559945309417232121458176568L);
+}
+
+template <class A>
+GRPO_CCCL_HOST_DEVICE constexpr A log2_e() {
+  return static_cast<A>(1.442695040888963407359924681001892137L);
+}
+
+/// The smallest normal value of A: a mixture below it takes the log-sum-exp form, where log2 of a subnormal sum
+/// would have lost its low bits.
+template <class A>
+GRPO_CCCL_HOST_DEVICE constexpr A smallest_normal() {
+  return std::is_same_v<A, float> ? static_cast<A>(FLT_MIN) : static_cast<A>(DBL_MIN);
+}
+
+// exp2 and log2 (CUDA's accurate exp2f / log2f: 2 and 1 ulp, each a hardware MUFU instruction and a few fused
+// multiply-adds, where expf and logf need a range reduction first); the same functions on the host.
+GRPO_CCCL_HOST_DEVICE inline float exp2_of(float x) { return ::exp2f(x); }
+GRPO_CCCL_HOST_DEVICE inline double exp2_of(double x) { return ::exp2(x); }
+GRPO_CCCL_HOST_DEVICE inline float log2_of(float x) { return ::log2f(x); }
+GRPO_CCCL_HOST_DEVICE inline double log2_of(double x) { return ::log2(x); }
+
+/// One entry's loss term and d term / d log q (rows.hpp's divergence_entry in the accumulation type), from base-2
+/// log-probabilities lp2 = log2 p and lq2 = log2 q, so that p, q and log m cost one exp2 or log2 each: with
+/// m = beta p + (1 - beta) q (Agarwal et al. 2024, Eq. 1),
+///   beta = 0: term = p (log p - log q), d = -p;  beta = 1: term = q (log q - log p), d = term + q;
+///   else:     term = beta p (log p - log m) + (1 - beta) q (log q - log m), d = (1 - beta) q (log q - log m),
+/// each log difference taken in base 2 and multiplied by ln 2 once. log2 m is log2 of the mixture where the mixture
+/// is a normal number, else the two-term log-sum-exp (log2_beta + lp2, log2_one_minus_beta + lq2) as the reference
+/// computes it, so that a tiny p or q does not lose the mixture to underflow; a NaN takes the second form and
+/// propagates. The kernels call it three times per entry (loss, gradient sum, gradient), so it is the JSD's cost.
+template <class A>
+GRPO_CCCL_HOST_DEVICE void divergence_entry_log2(A beta, A log2_beta, A log2_one_minus_beta, A lp2, A lq2, A& term,
+                                                 A& d) {
+  const A q = exp2_of(lq2), p = exp2_of(lp2);
   if (beta == A(0)) {
-    term = p > A(0) ? p * (log_p - log_q) : A(0);
+    term = p > A(0) ? ln_2<A>() * (p * (lp2 - lq2)) : A(0);
     d = -p;
   } else if (beta == A(1)) {
-    term = q > A(0) ? q * (log_q - log_p) : A(0);
-    d = q > A(0) ? q * (log_q - log_p) + q : A(0);
+    term = q > A(0) ? ln_2<A>() * (q * (lq2 - lp2)) : A(0);
+    d = q > A(0) ? term + q : A(0);
   } else if (p == A(0) && q == A(0)) {
     term = A(0);
     d = A(0);
   } else {
-    const A a = log_beta + log_p, b = log_one_minus_beta + log_q;
-    const A hi = a > b ? a : b;
-    const A log_m = hi + log_of(exp_of(a - hi) + exp_of(b - hi));
-    term = (p > A(0) ? beta * p * (log_p - log_m) : A(0)) + (q > A(0) ? (A(1) - beta) * q * (log_q - log_m) : A(0));
-    d = q > A(0) ? (A(1) - beta) * q * (log_q - log_m) : A(0);
+    const A mixture = beta * p + (A(1) - beta) * q;
+    A lm2;
+    if (mixture >= smallest_normal<A>()) {
+      lm2 = log2_of(mixture);
+    } else {
+      const A a = log2_beta + lp2, b = log2_one_minus_beta + lq2;
+      const A hi = a > b ? a : b;
+      lm2 = hi + log2_of(exp2_of(a - hi) + exp2_of(b - hi));
+    }
+    const A student = q > A(0) ? (A(1) - beta) * q * (lq2 - lm2) : A(0);
+    term = ln_2<A>() * ((p > A(0) ? beta * p * (lp2 - lm2) : A(0)) + student);
+    d = ln_2<A>() * student;
   }
 }
 
@@ -64,21 +107,23 @@ __global__ void divergence_kernel(const In* student, const In* teacher, std::int
   s = block_all_reduce(s, merge_softmax<A>{}, empty_softmax_state<A>());
   t = block_all_reduce(t, merge_softmax<A>{}, empty_softmax_state<A>());
   const A lse_s = lse_of(s), lse_t = lse_of(t);
-  const A log_beta = log_of(beta), log_one_minus_beta = log1p_of(-beta);
+  // log p and log q in natural units first (the cancellation against the lse exact as before), then in base 2.
+  const A log2_beta = log2_of(beta), log2_one_minus_beta = log1p_of(-beta) * log2_e<A>();
   sums<A> partial{A(0), A(0), A(0)};  // x: loss, y: sum_v dlogq_v
   for_rows(zs, zt, vocab, [&](std::int64_t, A a, A b) {
     A term, d;
-    divergence_entry(beta, log_beta, log_one_minus_beta, scale * b - lse_t, scale * a - lse_s, term, d);
+    divergence_entry_log2(beta, log2_beta, log2_one_minus_beta, (scale * b - lse_t) * log2_e<A>(),
+                          (scale * a - lse_s) * log2_e<A>(), term, d);
     partial.x += term;
     partial.y += d;
   });
   const sums<A> total = block_all_reduce(partial, add_sums<A>{}, sums<A>{A(0), A(0), A(0)});
   const A w = static_cast<A>(weight[n]);
   map_rows(zs, zt, out + n * vocab, vocab, [&](std::int64_t, A a, A b) {
-    const A log_q = scale * a - lse_s;
+    const A lq2 = (scale * a - lse_s) * log2_e<A>();
     A term, d;
-    divergence_entry(beta, log_beta, log_one_minus_beta, scale * b - lse_t, log_q, term, d);
-    return w * scale * (d - exp_of(log_q) * total.y);
+    divergence_entry_log2(beta, log2_beta, log2_one_minus_beta, (scale * b - lse_t) * log2_e<A>(), lq2, term, d);
+    return w * scale * (d - exp2_of(lq2) * total.y);
   });
   if (threadIdx.x == 0) loss[n] = static_cast<Out>(total.x);
 }
