@@ -184,11 +184,15 @@ void report(benchmark::State& state, double bytes, double input_bytes, double to
   state.SetLabel(label);
 }
 
+/// Set when a case threw: Google Benchmark reports SkipWithError but still exits 0, and the smoke tests must fail.
+bool any_case_failed = false;
+
 template <class F>
 void guarded(benchmark::State& state, F&& body) {
   try {
     body();
   } catch (const std::exception& e) {
+    any_case_failed = true;
     state.SkipWithError(e.what());
   }
 }
@@ -405,5 +409,5 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("grpo_shapes", quick ? "quick" : "full");
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
-  return 0;
+  return any_case_failed ? 1 : 0;
 }

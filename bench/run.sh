@@ -111,10 +111,16 @@ def ours(case, backend):
         argv.append("--quick")
     code, out, err, peak = run_child(argv)
     rec = {"case": case, "impl": backend, "peak_rss_mib": peak}
-    if code != 0:
+    try:  # a case that threw exits 1 after writing its error into the JSON
+        runs = json.loads(out)["benchmarks"]
+    except (ValueError, KeyError):
+        runs = None
+    if code != 0 and not any(r.get("error_occurred") for r in runs or []):
         rec["error"] = failure(code, err)
         return rec
-    runs = json.loads(out)["benchmarks"]
+    if not runs:
+        rec["error"] = "no benchmark output"
+        return rec
     if any(r.get("error_occurred") for r in runs):
         rec["error"] = next(r.get("error_message", "error") for r in runs if r.get("error_occurred"))
         return rec
