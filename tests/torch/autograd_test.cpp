@@ -510,6 +510,57 @@ TEST_CASE("libtorch autograd: distillation losses, composite and fused, against 
   }
 }
 
+TEST_CASE("libtorch autograd: fused distillation losses on fp16 and bf16 logits under a loss scale",
+          "[torch][autograd][distill][bf16]") {
+  // The fused Functions compute the gradient in the forward, unscaled (entries about p / tokens), and multiply by
+  // the upstream gradient in the backward. A loss scale of 65536 (GradScaler's default, above fp16's largest value)
+  // must neither overflow nor leave the fp16 gradient flushed to zero: the fp16 buffer is fp32.
+  const std::int64_t rows = 32, vocab = 256;
+  const loss_denominators d{4096.0, 1.0, 1.0};
+  const auto zs = uniform(static_cast<std::size_t>(rows * vocab), -3.0, 3.0, 451);
+  const auto zt = uniform(static_cast<std::size_t>(rows * vocab), -3.0, 3.0, 452);
+  std::vector<std::int64_t> targets(static_cast<std::size_t>(rows));
+  for (std::size_t i = 0; i < targets.size(); ++i) targets[i] = static_cast<std::int64_t>((i * 37) % vocab);
+  const auto mask = torch_tensor(std::vector<double>(static_cast<std::size_t>(rows), 1.0), {rows}, at::kFloat);
+  const auto ids = torch_ids(targets, {rows});
+  struct low_case {
+    at::ScalarType dtype;
+    double scale, rtol;
+  };
+  // fp16: one rounding of the scaled fp32 gradient (2^-11, subnormals below 6.1e-5 absolutely); bf16: the buffer
+  // holds the unscaled gradient in bf16 and the product with a scale that is not a power of two rounds again.
+  for (const auto lc : {low_case{at::kHalf, 65536.0, 1.0 / 1024}, low_case{at::kHalf, 1.0, 1.0 / 1024},
+                        low_case{at::kBFloat16, 65536.0, 1.0 / 128}, low_case{at::kBFloat16, 1.0 / 3.0, 1.0 / 128}}) {
+    INFO(toString(lc.dtype) << ", loss scale " << lc.scale);
+    const auto low = [&](const std::vector<double>& v) { return torch_tensor(v, {rows, vocab}, lc.dtype); };
+    const auto check = [&](const char* what, const auto& loss_of) {
+      INFO(what);
+      auto z_low = low(zs).requires_grad_(true);
+      auto z_wide = low(zs).to(at::kDouble).requires_grad_(true);
+      (loss_of(z_low) * lc.scale).backward();
+      (loss_of(z_wide) * lc.scale).backward();
+      REQUIRE(z_low.grad().scalar_type() == lc.dtype);
+      const auto got = host(z_low.grad()), want = host(z_wide.grad());
+      std::size_t zeros = 0;
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        REQUIRE(std::isfinite(got[i]));
+        REQUIRE(std::fabs(got[i] - want[i]) <= lc.rtol * std::fabs(want[i]) + 6e-8);
+        zeros += got[i] == 0.0 && want[i] != 0.0;
+      }
+      // Under the scale, only entries that nearly cancel may flush (an fp16 buffer flushed most of them).
+      if (lc.scale > 1.0) CHECK(zeros * 100 <= got.size());
+    };
+    check("sft_loss", [&](const at::Tensor& z) { return libtorch::sft_loss(z, ids, mask, d, 1.0).loss; });
+    for (const double beta : {0.0, 0.5}) {
+      INFO("beta " << beta);
+      const distillation_options o{1.0, beta};
+      check("distillation_loss", [&](const at::Tensor& z) {
+        return libtorch::distillation_loss(z, low(zt).to(z.scalar_type()), mask, o, d).loss;
+      });
+    }
+  }
+}
+
 TEST_CASE("libtorch autograd: value loss, composite and fused, against the analytic grad_values",
           "[torch][autograd][value_loss]") {
   const auto values = uniform(24, -1, 1, 401), old = uniform(24, -1, 1, 402), returns = uniform(24, -2, 2, 403);

@@ -303,15 +303,16 @@ TEST_CASE("libtorch cuda kernels: the fused autograd Functions on CUDA match the
   forward_kl.beta = 0.0;  // the top-k loss is the forward KL only
 
   // The value and gradient of one loss of the student logits, on CUDA (row_dtype float: the kernels) and on the CPU
-  // (row_dtype double: the torch ops in double), for fp32 logits and for bf16 ones (the CPU then gets the same bf16
-  // values widened to fp32; the CUDA gradient is bf16, one rounding from the double one).
+  // (row_dtype double: the torch ops in double), for fp32 logits and for bf16 and fp16 ones (the CPU then gets the
+  // same values widened to fp32; the CUDA gradient is in the logits' dtype, one rounding from the double one).
   struct logits_case {
     const char* name;
     at::ScalarType dtype;
     double loss_rtol, grad_atol, grad_rtol;
   };
   for (const auto& lc : {logits_case{"fp32", at::kFloat, 2e-5, 1e-7, 2e-5},
-                         logits_case{"bf16", at::kBFloat16, 2e-5, 1e-7, 1.0 / 128}}) {
+                         logits_case{"bf16", at::kBFloat16, 2e-5, 1e-7, 1.0 / 128},
+                         logits_case{"fp16", at::kHalf, 2e-5, 1e-7, 1.0 / 1024}}) {
     INFO(lc.name);
     const auto compare = [&](const char* what, auto&& loss_of) {
       INFO(what);
@@ -329,6 +330,19 @@ TEST_CASE("libtorch cuda kernels: the fused autograd Functions on CUDA match the
     const auto teacher = torch_tensor(t_host, {rows, vocab}, at::kFloat).to(lc.dtype);
     const auto teacher_wide = teacher.to(at::kFloat);
     const auto teacher_on = [&](at::Device device) { return device.is_cuda() ? teacher.to(device) : teacher_wide; };
+    {
+      // The buffers the fused Functions hand the row primitives (detail::gradient_like): the kernels for fp32 and
+      // bf16, a gradient in the logits' dtype; fp16's distillation buffer is fp32 (the gradient is computed before a
+      // loss scale), which keeps the torch ops.
+      const auto z = torch_tensor(z_host, {rows, vocab}, at::kFloat).to(lc.dtype).to(gpu);
+      auto rows_b = grpo::libtorch::backend_like(z);
+      rows_b.row_dtype = at::kFloat;
+      const auto buffer = grpo::libtorch::detail::gradient_like(z);
+      const auto expected = lc.dtype == at::kHalf ? row_path::torch_ops : row_path::cuda_kernels;
+      CHECK(row_divergence_path(rows_b, z, teacher.to(gpu), buffer) == expected);
+      CHECK(row_sparse_forward_kl_path(rows_b, z, teacher_logprobs.to(gpu), buffer) == expected);
+      CHECK(row_softmax_backward_path(rows_b, z, buffer) == expected);
+    }
     compare("token_logprobs", [&](const at::Tensor& z, at::Device device, at::ScalarType row_dtype) {
       const auto out = grpo::libtorch::token_logprobs(z, ids.to(device), 0.8, row_dtype);
       const auto kept = mask.to(device).to(out.logprobs.scalar_type());

@@ -60,8 +60,10 @@ struct analytic_loss_function : public torch::autograd::Function<analytic_loss_f
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
     const auto& g = grad_outputs[0];
+    // g (rank 0) is not rounded to the saved gradient's dtype first: a bf16 gradient would be rounded twice, and an
+    // fp16 one would see a loss scale of 65536 (GradScaler's default) become inf. The 0-dim g does not promote grad.
     const auto scaled = [&](const at::Tensor& grad, const char* dtype_key) {
-      return (grad * g.to(grad.scalar_type())).to(dtype_of(ctx->saved_data[dtype_key]));
+      return (grad * g).to(dtype_of(ctx->saved_data[dtype_key]));
     };
     // Edge 0 is the first input; edge 1 exists only when the second was given.
     at::Tensor d_first, d_second;
@@ -231,11 +233,14 @@ struct distillation_output {
 
 namespace detail {
 
-/// The buffer of a fused loss's [N, V] gradient: the logits' dtype (bf16 logits get a bf16 gradient, as autograd
-/// hands it back anyway, at half the memory of fp32; on CUDA the kernels write it directly), contiguous, unfilled:
-/// the row primitives write every element.
+/// The buffer of a fused distillation loss's [N, V] gradient, computed in the forward before the upstream gradient
+/// (a loss scale) is known: the logits' dtype (bf16 logits get a bf16 gradient, as autograd hands it back anyway, at
+/// half the memory of fp32; on CUDA the kernels write it directly), except fp16, whose range would flush the
+/// unscaled entries (about 1 / tokens each) to zero: fp32 there. Contiguous, unfilled: the row primitives write every
+/// element.
 inline at::Tensor gradient_like(const at::Tensor& logits) {
-  return at::empty(logits.sizes(), logits.options().memory_format(at::MemoryFormat::Contiguous));
+  const auto dtype = logits.scalar_type() == at::kHalf ? at::kFloat : logits.scalar_type();
+  return at::empty(logits.sizes(), logits.options().dtype(dtype).memory_format(at::MemoryFormat::Contiguous));
 }
 
 inline distillation_output attach_distillation(const at::Tensor& student, distillation_result<backend> result) {
@@ -246,7 +251,7 @@ inline distillation_output attach_distillation(const at::Tensor& student, distil
 }  // namespace detail
 
 /// Fused dense distillation (grpo::distillation_loss as one autograd node; the gradient flows to the student
-/// logits only). Memory: the [N, V] gradient, in the logits' dtype, is computed in the forward and kept until the
+/// logits only). Memory: the [N, V] gradient, in the logits' dtype (fp32 for fp16), is computed in the forward and kept until the
 /// backward (as Liger's fused losses do), so peak memory is two logits-sized tensors plus the backend's chunk. row_dtype: as in
 /// token_logprobs (float on fp32 CPU logits: the fp32 row kernels).
 /// \throws what grpo::distillation_loss throws; config_error naming "row_dtype" when it is not floating.

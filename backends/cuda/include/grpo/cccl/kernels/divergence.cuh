@@ -57,7 +57,7 @@ GRPO_CCCL_HOST_DEVICE inline double log2_of(double x) { return ::log2(x); }
 /// each log difference taken in base 2 and multiplied by ln 2 once. log2 m is log2 of the mixture where the mixture
 /// is a normal number, else the two-term log-sum-exp (log2_beta + lp2, log2_one_minus_beta + lq2) as the reference
 /// computes it, so that a tiny p or q does not lose the mixture to underflow; a NaN takes the second form and
-/// propagates. The kernels call it three times per entry (loss, gradient sum, gradient), so it is the JSD's cost.
+/// propagates. The kernel calls it twice per entry (loss and gradient sum, then the gradient): the JSD's cost.
 template <class A>
 GRPO_CCCL_HOST_DEVICE void divergence_entry_log2(A beta, A log2_beta, A log2_one_minus_beta, A lp2, A lq2, A& term,
                                                  A& d) {
