@@ -313,7 +313,8 @@ void topk_kl(benchmark::State& state, std::int64_t rows, std::int64_t vocab, std
     std::vector<double> logprob_host(id_host.size());
     for (std::int64_t n = 0; n < rows; ++n) {
       // An odd stride over a power-of-two vocabulary keeps the K ids of a row distinct.
-      const auto first = static_cast<std::int64_t>(uniform01(41, static_cast<std::uint64_t>(n)) * static_cast<double>(vocab));
+      const auto first =
+          static_cast<std::int64_t>(uniform01(41, static_cast<std::uint64_t>(n)) * static_cast<double>(vocab));
       double total = 0.0;
       for (std::int64_t j = 0; j < k; ++j) {
         const auto at = static_cast<std::size_t>(n * k + j);

@@ -55,8 +55,7 @@ std::vector<double> expect_row_mask(const tensor<B>& mask, std::int64_t rows) {
 
 /// The [N, V] buffer a distillation loss writes its gradient into: the caller's, checked to have the logits' shape s,
 /// else an empty tensor, which the row primitive replaces by one it allocates (logits_backend: an out of another
-/// shape is allocated). No zero fill: the primitives write every element, and a
-/// fill would be one more pass over N x V (about a tenth of the SFT loss's time on the CPU).
+/// shape is allocated). No zero fill: the primitives write every element, and a fill is one more pass over N x V.
 template <logits_backend B>
 typename B::tensor_type gradient_buffer(const B& b, shape s, std::optional<typename B::tensor_type> given) {
   if (!given) return fill(b, shape::vector(0), 0.0);
@@ -92,7 +91,8 @@ distillation_result<B> finish_distillation(const tensor<B>& per_row, const tenso
 /// \param grad_logits     optional [N, V] buffer the gradient is written into and returned in (any dtype the backend
 ///        writes; every element is written, so it need not be initialized; it must not share storage with an
 ///        input); by default the row primitive allocates it as it does an out of another shape (backend.hpp:
-///        the backend's compute dtype; LibTorch's row primitives use the logits' compute dtype and device). A fused caller passes one in the logits' own dtype (bf16 logits, bf16 gradient).
+///        the backend's compute dtype; LibTorch's row primitives use the logits' compute dtype and device). A
+///        fused caller passes one in the logits' own dtype (bf16 logits, bf16 gradient).
 /// \throws shape_error naming "student_logits", "teacher_logits", "mask" or "grad_logits"; config_error naming
 ///         "options.temperature", "options.beta" or "denominators.tokens"; value_error naming
 ///         "student_logits" / "teacher_logits" (NaN or Inf) or "mask" (not 0/1).

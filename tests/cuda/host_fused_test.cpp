@@ -2,8 +2,9 @@
 // The host fast paths of grpo::cccl added for speed (issue 14), built for CPP and OMP: simd_math's fp32 log and expm1
 // over dense sweeps; host_divergence.hpp's fp32 JSD / KL rows of both instruction sets against reference_backend<double>
 // on the same fp32 inputs (beta at both ends and inside, masked entries, block edges, large logits, identical rows,
-// in place, rows left to the exact functor), and its sparse top-k forward KL rows the same way; host_fused.hpp's policy loss and group advantages: that the algorithms
-// take them, that a bad value is still named by the generic checks, and that OpenMP's thread count changes no bit.
+// in place, rows left to the exact functor), and its sparse top-k forward KL rows the same way; host_fused.hpp's
+// policy loss and group advantages: that the algorithms take them, that a bad value is still named by the generic
+// checks, and that OpenMP's thread count changes no bit.
 // The shared conformance suite (conformance_test.cpp) compares every loss variant of these paths to the reference.
 #include <bit>
 #include <cfloat>

@@ -251,9 +251,9 @@ inline distillation_output attach_distillation(const at::Tensor& student, distil
 }  // namespace detail
 
 /// Fused dense distillation (grpo::distillation_loss as one autograd node; the gradient flows to the student
-/// logits only). Memory: the [N, V] gradient, in the logits' dtype (fp32 for fp16), is computed in the forward and kept until the
-/// backward (as Liger's fused losses do), so peak memory is two logits-sized tensors plus the backend's chunk. row_dtype: as in
-/// token_logprobs (float on fp32 CPU logits: the fp32 row kernels).
+/// logits only). Memory: the [N, V] gradient, in the logits' dtype (fp32 for fp16), is computed in the forward and
+/// kept until the backward (as Liger's fused losses do), so peak memory is two logits-sized tensors plus the
+/// backend's chunk. row_dtype: as in token_logprobs (float on fp32 CPU logits: the fp32 row kernels).
 /// \throws what grpo::distillation_loss throws; config_error naming "row_dtype" when it is not floating.
 inline distillation_output distillation_loss(const at::Tensor& student_logits, const at::Tensor& teacher_logits,
                                              const at::Tensor& mask, const distillation_options& options,
