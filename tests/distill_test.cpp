@@ -61,9 +61,7 @@ double max_abs(std::span<const double> v) {
 }
 
 std::filesystem::path fresh_dir(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() / ("grpo_distill_test_" + name);
-  std::filesystem::remove_all(dir);
-  return dir;
+  return grpo::testing::scratch_path("grpo_distill_test_" + name);
 }
 
 /// A small built-in run: 1-digit additions, a tiny student, a few steps.

@@ -60,12 +60,9 @@ std::vector<std::byte> read_bytes(const std::filesystem::path& path) {
 
 float to_float(const json::value& v) { return std::strtof(v.text.c_str(), nullptr); }
 
-// A fresh directory under the system temp directory, unique per run (suites of two build trees
-// may run at once).
+// A fresh directory under the system temp directory, unique per test and process.
 std::filesystem::path scratch_directory(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("grpo_hf_gguf_test_" + name + "_" + std::to_string(std::random_device{}()));
-  std::filesystem::remove_all(dir);
+  const auto dir = grpo::testing::scratch_path("grpo_hf_gguf_test_" + name);
   std::filesystem::create_directories(dir);
   return dir;
 }

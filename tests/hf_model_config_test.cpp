@@ -58,8 +58,7 @@ std::string llama_json(const std::string& field = "", const std::string& value =
 }
 
 std::filesystem::path scratch(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() / ("grpo_hf_model_config_test_" + name);
-  std::filesystem::remove_all(dir);
+  const auto dir = grpo::testing::scratch_path("grpo_hf_model_config_test_" + name);
   std::filesystem::create_directories(dir);
   return dir;
 }

@@ -57,8 +57,7 @@ std::string replaced(std::string text, const std::string& from, const std::strin
 }
 
 std::filesystem::path scratch(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() / ("grpo_model_hf_test_" + name);
-  std::filesystem::remove_all(dir);
+  const auto dir = grpo::testing::scratch_path("grpo_model_hf_test_" + name);
   std::filesystem::create_directories(dir);
   return dir;
 }

@@ -49,9 +49,7 @@ void formula_weights(parameters<T>& w) {
 }
 
 std::filesystem::path fresh_directory(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() / ("grpo_model_test_" + name);
-  std::filesystem::remove_all(dir);
-  return dir;
+  return grpo::testing::scratch_path("grpo_model_test_" + name);
 }
 
 }  // namespace

@@ -43,8 +43,7 @@ st::file parse(const std::string& bytes) { return st::file::parse(std::string_vi
 
 // A fresh empty directory under the system temp directory for one test.
 std::filesystem::path scratch_directory(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() / ("grpo_safetensors_test_" + name);
-  std::filesystem::remove_all(dir);
+  const auto dir = grpo::testing::scratch_path("grpo_safetensors_test_" + name);
   std::filesystem::create_directories(dir);
   return dir;
 }

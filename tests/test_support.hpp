@@ -15,6 +15,7 @@
 
 #include "grpo/reference_backend.hpp"
 #include "grpo/tensor.hpp"
+#include "scratch_path.hpp"
 
 namespace grpo::testing {
 

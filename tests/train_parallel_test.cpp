@@ -137,10 +137,8 @@ std::vector<std::map<std::string, double>> read_metrics(const std::filesystem::p
 }  // namespace
 
 TEST_CASE("data parallel: two ranks on one global batch match one process", "[train][parallel]") {
-  const auto single_dir = std::filesystem::temp_directory_path() / "grpo_parallel_single";
-  const auto split_dir = std::filesystem::temp_directory_path() / "grpo_parallel_two";
-  std::filesystem::remove_all(single_dir);
-  std::filesystem::remove_all(split_dir);
+  const auto single_dir = grpo::testing::scratch_path("grpo_parallel_single");
+  const auto split_dir = grpo::testing::scratch_path("grpo_parallel_two");
 
   auto single = make_native_trainer<double>(parallel_run(single_dir));
   single.set_reward("ones", ones);

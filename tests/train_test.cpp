@@ -68,9 +68,7 @@ train_config tiny_run(const std::filesystem::path& dir) {
 }
 
 std::filesystem::path fresh_dir(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() / ("grpo_train_test_" + name);
-  std::filesystem::remove_all(dir);
-  return dir;
+  return grpo::testing::scratch_path("grpo_train_test_" + name);
 }
 
 /// The records of a metrics.jsonl, each as its (key, JSON text) pairs without the timing keys

@@ -26,8 +26,7 @@ using grpo::testing::require_error;
 namespace {
 
 std::filesystem::path scratch(const std::string& name) {
-  const auto path = std::filesystem::temp_directory_path() / ("grpo_nccl_test_" + name);
-  std::filesystem::remove_all(path);
+  const auto path = grpo::testing::scratch_path("grpo_nccl_test_" + name);
   std::filesystem::remove_all(path.string() + ".partial");
   return path;
 }

@@ -168,8 +168,7 @@ TEST_CASE("nccl+torch: CUDA gradients go to the device sum on LibTorch's current
 }
 
 TEST_CASE("nccl+torch: a step through a one-rank NCCL communicator trains to the same bits", "[gpu]") {
-  const auto path = std::filesystem::temp_directory_path() / "grpo_nccl_torch_rendezvous";
-  std::filesystem::remove(path);
+  const auto path = grpo::testing::scratch_path("grpo_nccl_torch_rendezvous");
   nccl::communicator comm(path, 0, 1, nccl::communicator_options{0, std::chrono::seconds(30)});
   as_two_ranks through_nccl(comm);
   auto with = load_on_cuda("tiny-llama");

@@ -22,6 +22,7 @@
 #include "grpo/detail/json.hpp"
 #include "grpo/distillation.hpp"
 #include "grpo/libtorch/causal_lm_policy.hpp"
+#include "scratch_path.hpp"
 #include "torch_support.hpp"
 
 namespace grpo::testing {
@@ -106,8 +107,7 @@ inline causal_lm_policy load(const std::string& name, at::ScalarType master = at
 }
 
 inline std::filesystem::path scratch(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() / ("grpo_causal_lm_test_" + name);
-  std::filesystem::remove_all(dir);
+  const auto dir = grpo::testing::scratch_path("grpo_causal_lm_test_" + name);
   std::filesystem::create_directories(dir);
   return dir;
 }

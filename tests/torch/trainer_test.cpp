@@ -14,6 +14,7 @@
 #include "grpo/hf/chat_codec.hpp"
 #include "grpo/libtorch/causal_lm_policy.hpp"
 #include "grpo/train/train.hpp"
+#include "scratch_path.hpp"
 
 namespace {
 
@@ -57,9 +58,7 @@ grpo::train::trainer<causal_lm_policy> make_trainer(train_config c) {
 }
 
 std::filesystem::path fresh(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() / ("grpo_torch_trainer_" + name);
-  std::filesystem::remove_all(dir);
-  return dir;
+  return grpo::testing::scratch_path("grpo_torch_trainer_" + name);
 }
 
 }  // namespace
