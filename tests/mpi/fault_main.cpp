@@ -2,8 +2,9 @@
 // grpo_mpi_fault: a 2-rank job in which rank 1 stops answering after one good collective, for tests/mpi/fault.cmake.
 //   grpo_mpi_fault hang        rank 1 sleeps 60 s instead of joining the second collective
 //   grpo_mpi_fault rank_dies   rank 1 exits (without MPI_Finalize) instead of joining it
-// Rank 0's collective has a 1 s timeout: it prints the backend_error and its wait and exits with 1, as the CLI would,
-// with the session inside the try block so that MPI_Finalize is skipped and mpirun ends rank 1 at once.
+// The good collective runs on a communicator with a 60 s timeout (under `ctest -j` a rank may start late); the one
+// under test, duplicated after it, has 1 s: rank 0 prints the backend_error and its wait and exits with 1, as the CLI
+// would, with the session inside the try block so that MPI_Finalize is skipped and mpirun ends rank 1 at once.
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
@@ -19,9 +20,10 @@ int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   try {
     const grpo::mpi::session mpi(&argc, &argv);
-    grpo::mpi::communicator comm(grpo::mpi::communicator_options{std::chrono::seconds(1)});
+    grpo::mpi::communicator in_step(grpo::mpi::communicator_options{std::chrono::seconds(60)});
     std::vector<float> values(1000, 1.0f);
-    comm.all_reduce_sum(values);
+    in_step.all_reduce_sum(values);
+    grpo::mpi::communicator comm(grpo::mpi::communicator_options{std::chrono::seconds(1)});
     std::cout << "rank " << comm.rank() << ": first collective done, sum " << values[0] << std::endl;
     if (comm.rank() == 1) {
       if (mode == "rank_dies") std::_Exit(0);
